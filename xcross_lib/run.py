@@ -1,0 +1,175 @@
+"""Run notebooks with papermill, with parameters checked by name before anything runs.
+
+    python -m xcross_lib.run notebooks/00_data.ipynb --profile cpu -p domains Tools
+    python -m xcross_lib.run --pipeline quick --profile cpu
+
+A profile is a flat YAML file in params/ (smoke, cpu, paper): each notebook takes the keys it
+has. A key that no notebook has, or a -p name that the notebook lacks, is an error with a
+suggestion, where plain papermill would only warn. Executed copies go to outputs/notebooks/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .errors import ParameterError
+from .paths import NOTEBOOKS_DIR, PARAMS_DIR, outputs_dir
+from .provenance import git_commit, now_utc
+
+# The quick pipeline of the README's main command: (notebook, parameters beyond the profile).
+PIPELINES: dict[str, list[tuple[str, dict]]] = {
+    "quick": [("00_data", {"domains": "all"})],
+}
+
+
+def notebook_path(name: str | os.PathLike) -> Path:
+    """'00_data', '00_data.ipynb' or a path -> the notebook file."""
+    p = Path(name)
+    if p.suffix != ".ipynb":
+        p = p.with_suffix(".ipynb")
+    if p.is_file():
+        return p
+    q = NOTEBOOKS_DIR / p.name
+    if q.is_file():
+        return q
+    known = sorted(x.stem for x in NOTEBOOKS_DIR.glob("*.ipynb"))
+    close = difflib.get_close_matches(p.stem, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ParameterError(f"no notebook {name!r}; the notebooks are {', '.join(known)}.{hint}")
+
+
+def notebook_parameters(path: str | os.PathLike) -> dict[str, dict]:
+    """{name: papermill's description} of the cell tagged `parameters`."""
+    import papermill
+
+    return papermill.inspect_notebook(str(path))
+
+
+def load_profile(name: str | None) -> dict:
+    """params/<name>.yaml (or a path) as a flat dict; {} for None."""
+    if not name:
+        return {}
+    path = Path(name)
+    if not path.is_file():
+        path = PARAMS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+        raise ParameterError(f"no parameter profile {name!r}; the profiles are {', '.join(known)}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParameterError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(values, dict):
+        raise ParameterError(f"{path} must be a mapping of parameter names to values")
+    every = set().union(*(notebook_parameters(p) for p in NOTEBOOKS_DIR.glob("*.ipynb")))
+    for key in values:
+        _check_name(key, every, f"{path.name}: no notebook has a parameter")
+    return values
+
+
+def _check_name(name: str, known: set[str] | dict, what: str) -> None:
+    if name not in known:
+        close = difflib.get_close_matches(name, list(known), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ParameterError(f"{what} {name!r}.{hint} Known: {', '.join(sorted(known))}")
+
+
+def resolve_parameters(notebook: str | os.PathLike, profile: dict, explicit: dict) -> dict:
+    """Profile values that the notebook has, then explicit ones, which must all be its own."""
+    path = notebook_path(notebook)
+    known = notebook_parameters(path)
+    for key in explicit:
+        _check_name(key, known, f"{path.name} has no parameter")
+    params = {k: v for k, v in profile.items() if k in known}
+    params.update(explicit)
+    return params
+
+
+def output_path(notebook: Path, explicit: dict, out_dir: Path | None = None) -> Path:
+    tag = "-".join(f"{k}-{v}" for k, v in explicit.items() if k != "run_command")
+    tag = re.sub(r"[^A-Za-z0-9_.=-]+", "_", tag)[:80]
+    out_dir = out_dir or outputs_dir() / "notebooks"
+    return out_dir / (notebook.stem + (f"-{tag}" if tag else "") + ".ipynb")
+
+
+def run_notebook(
+    notebook: str | os.PathLike,
+    parameters: dict | None = None,
+    profile: str | None = None,
+    output: str | os.PathLike | None = None,
+    command: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Execute a notebook with checked parameters; returns the executed copy's path.
+    A failing notebook raises, and its executed copy keeps the error."""
+    import papermill
+
+    path = notebook_path(notebook)
+    explicit = dict(parameters or {})
+    params = resolve_parameters(path, load_profile(profile), explicit)
+    if "run_command" in notebook_parameters(path):
+        params["run_command"] = command or "xcross_lib.run_notebook(" + repr(path.name) + ", " + repr(explicit) + ")"
+    out = Path(output) if output else output_path(path, explicit)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(path),
+        str(out),
+        parameters=params,
+        kernel_name="python3",
+        cwd=str(path.parent),
+        progress_bar=progress,
+        request_save_on_cell_execute=True,
+    )
+    return out
+
+
+def _parse_value(text: str):
+    """-p values as YAML scalars or lists: 0 -> int, 0.4 -> float, null -> None, [a, b] -> list."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xcross_lib.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebook", nargs="?", help="notebook name or path, e.g. 00_data")
+    parser.add_argument("--pipeline", choices=sorted(PIPELINES), help="run a named sequence of notebooks")
+    parser.add_argument("--profile", default=None, help="params/<profile>.yaml: smoke, cpu or paper")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    parser.add_argument("-o", "--output", default=None, help="executed notebook path (default: outputs/notebooks/)")
+    args = parser.parse_args(argv)
+    if bool(args.notebook) == bool(args.pipeline):
+        parser.error("give a notebook or --pipeline, not both")
+    command = "python -m xcross_lib.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    explicit = {k: _parse_value(v) for k, v in args.parameter}
+    steps = PIPELINES[args.pipeline] if args.pipeline else [(args.notebook, {})]
+    print(f"[xcross] {now_utc()} commit {git_commit(short=True)}: {command}", flush=True)
+    try:
+        for name, step_params in steps:
+            start = time.perf_counter()
+            out = run_notebook(name, {**step_params, **explicit}, args.profile,
+                               args.output if not args.pipeline else None, command)
+            print(f"[xcross] {name}: done in {time.perf_counter() - start:.0f} s -> {out}", flush=True)
+    except ParameterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # papermill's execution error names the failing cell
+        print(f"error: {name} failed: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}\n"
+              f"the executed notebook with the traceback is in {outputs_dir() / 'notebooks'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
