@@ -1,0 +1,74 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xcross_lib.metrics import paired_ttest, per_user_metrics, summarize, target_ranks
+
+pytestmark = pytest.mark.unit
+
+
+def test_ranks_break_ties_against_the_target():
+    scores = np.array(
+        [
+            [0.9, 0.1, 0.2, 0.3],  # target 0 strictly best -> rank 1
+            [0.5, 0.5, 0.1, 0.0],  # target 1 ties with column 0 -> rank 2
+            [0.2, 0.2, 0.2, 0.2],  # all tied -> last, rank 4
+            [0.1, 0.4, 0.3, 0.2],  # target 3 (0.2): beaten by 0.4 and 0.3 -> rank 3
+        ]
+    )
+    assert target_ranks(scores, [0, 1, 2, 3]).tolist() == [1, 2, 4, 3]
+
+
+def test_per_user_metrics_match_hand_computation():
+    scores = np.array([[3.0, 1.0, 2.0], [1.0, 3.0, 2.0], [1.0, 1.0, 5.0]])
+    frame = per_user_metrics(scores, [0, 2, 0], users=[10, 11, 12])
+    # ranks: user 10 -> 1; user 11: target 2.0 beaten by 3.0 -> 2; user 12: target 1.0, >= by 1.0 and 5.0 -> 3
+    assert frame["rank"].tolist() == [1, 2, 3]
+    assert frame["hit@1"].tolist() == [1.0, 0.0, 0.0]
+    assert frame["hit@3"].tolist() == [1.0, 1.0, 1.0]
+    assert frame["mrr"].tolist() == pytest.approx([1.0, 0.5, 1 / 3])
+    assert frame["ndcg@10"].tolist() == pytest.approx([1.0, 1 / math.log2(3), 1 / math.log2(4)])
+    means = summarize(frame)
+    assert means["hit@1"] == pytest.approx(100 / 3)
+    assert means["mrr"] == pytest.approx(100 * (1 + 0.5 + 1 / 3) / 3)
+    assert means["n_users"] == 3
+
+
+def test_rank_beyond_ten_gives_zero_ndcg_and_no_hit():
+    scores = np.arange(30, dtype=float)[None, :]  # target 0 is the lowest -> rank 30
+    frame = per_user_metrics(scores, [0])
+    assert frame.loc[0, "rank"] == 30 and frame.loc[0, "hit@10"] == 0 and frame.loc[0, "ndcg@10"] == 0
+    assert frame.loc[0, "mrr"] == pytest.approx(1 / 30)
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="NaN"):
+        target_ranks(np.array([[np.nan, 1.0]]), [0])
+    with pytest.raises(ValueError, match="one target index per user"):
+        target_ranks(np.zeros((2, 3)), [0])
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        target_ranks(np.zeros((1, 3)), [3])
+
+
+def test_paired_ttest_against_hand_computation():
+    a = pd.DataFrame({"user": [1, 2, 3, 4], "hit@1": [1.0, 1.0, 0.0, 1.0]})
+    b = pd.DataFrame({"user": [4, 3, 2, 1], "hit@1": [0.0, 0.0, 1.0, 0.0]})  # other order
+    # differences by user: 1-0, 1-1, 0-0, 1-0 = [1, 0, 0, 1]; mean 0.5, sd (ddof 1) = sqrt(1/3)
+    t_hand = 0.5 / (math.sqrt(1 / 3) / 2)
+    res = paired_ttest(a, b)
+    assert res.n_users == 4 and res.mean_difference == pytest.approx(0.5)
+    assert res.t == pytest.approx(t_hand)
+    from scipy import stats
+
+    assert res.p_value == pytest.approx(2 * stats.t.sf(t_hand, df=3))
+    assert not res.significant
+
+
+def test_paired_ttest_needs_the_same_users_and_handles_identical_models():
+    a = pd.DataFrame({"user": [1, 2], "mrr": [0.5, 1.0]})
+    with pytest.raises(ValueError, match="different users"):
+        paired_ttest(a, pd.DataFrame({"user": [1, 3], "mrr": [0.5, 1.0]}), "mrr")
+    same = paired_ttest(a, a.copy(), "mrr")
+    assert same.t == 0 and same.p_value == 1.0

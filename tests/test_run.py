@@ -1,0 +1,91 @@
+"""The papermill runner: parameter checks (unit) and the data notebook on made data (smoke)."""
+
+import json
+
+import nbformat
+import pandas as pd
+import pytest
+
+from xcross_lib import run
+from xcross_lib.errors import ParameterError
+from xcross_lib.paths import NOTEBOOKS_DIR, PARAMS_DIR
+
+
+@pytest.mark.unit
+def test_a_typo_in_a_parameter_name_is_an_error():
+    with pytest.raises(ParameterError, match="00_data.ipynb has no parameter 'domian'. Did you mean 'domains'"):
+        run.resolve_parameters("00_data", {}, {"domian": "Tools"})
+
+
+@pytest.mark.unit
+def test_a_typo_in_a_profile_is_an_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 0\nuser_fractoin: 0.4\n")
+    with pytest.raises(ParameterError, match="no notebook has a parameter 'user_fractoin'. Did you mean 'user_fraction'"):
+        run.load_profile(str(bad))
+    with pytest.raises(ParameterError, match="no parameter profile 'cpuu'"):
+        run.load_profile("cpuu")
+
+
+@pytest.mark.unit
+def test_profiles_load_and_profile_values_yield_to_explicit_ones():
+    for path in PARAMS_DIR.glob("*.yaml"):
+        assert isinstance(run.load_profile(path.stem), dict)
+    params = run.resolve_parameters("00_data", {"seed": 0, "n_candidates": 30}, {"seed": 5})
+    assert params == {"seed": 5, "n_candidates": 30}
+
+
+@pytest.mark.unit
+def test_unknown_notebook_and_cli_errors(capsys):
+    with pytest.raises(ParameterError, match="Did you mean '00_data'"):
+        run.notebook_path("00_dta")
+    assert run.main(["00_data", "-p", "domian", "Tools"]) == 2
+    assert "Did you mean 'domains'" in capsys.readouterr().err
+
+
+@pytest.mark.unit
+def test_cli_values_parse_as_yaml():
+    assert run._parse_value("0.4") == 0.4 and run._parse_value("Tools") == "Tools"
+    assert run._parse_value("[Tools, Toys]") == ["Tools", "Toys"] and run._parse_value("null") is None
+
+
+@pytest.mark.smoke
+def test_data_notebook_runs_on_made_data(tiny_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("XCROSS_OUTPUTS_DIR", str(tmp_path / "out"))
+    executed = run.run_notebook(
+        "00_data",
+        {"domains": "Tools,Sports", "data_dir": str(tiny_data_dir), "reference_csv": str(tmp_path / "ref.csv")},
+        profile="smoke",
+        output=tmp_path / "nb.ipynb",
+        progress=False,
+    )
+    nb = nbformat.read(executed, as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    assert any(o.get("data", {}).get("image/png") for c in nb.cells for o in c.get("outputs", []))  # the plots
+    table = pd.read_csv(tmp_path / "ref.csv")
+    assert table["domain"].tolist() == ["Tools", "Sports"]
+    assert (table["users"] == 40).all() and (table["train"] == 24).all() and (table["test"] == 8).all()
+    assert table["command"].iloc[0].startswith("xcross_lib.run_notebook('00_data.ipynb'")
+    proto = tmp_path / "out" / "data" / "Tools" / "seed0-users1"
+    info = json.loads((proto / "protocol.json").read_text())
+    assert info["n_candidates"] == 10 and info["users"] == {"train": 24, "validation": 8, "test": 8}
+    cands = pd.read_parquet(proto / "candidates.parquet")
+    assert len(cands) == 40 and cands["candidates"].map(len).eq(10).all()
+
+
+@pytest.mark.smoke
+def test_a_failing_notebook_keeps_its_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XCROSS_OUTPUTS_DIR", str(tmp_path / "out"))
+    code = run.main(["00_data", "-p", "data_dir", str(tmp_path / "missing"), "-p", "domains", "Tools"])
+    assert code == 1
+    assert "00_data failed" in capsys.readouterr().err
+    executed = next((tmp_path / "out" / "notebooks").glob("00_data-*.ipynb"))
+    text = executed.read_text()
+    assert "no X-Cross data directory found" in text
+
+
+@pytest.mark.unit
+def test_every_notebook_has_a_parameters_cell():
+    for path in NOTEBOOKS_DIR.glob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1, path.name
