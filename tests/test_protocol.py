@@ -102,3 +102,10 @@ def test_a_users_candidates_do_not_depend_on_other_users():
     part = make_candidates(sequences, fewer, seed=0, n_candidates=10, progress=False)
     merged = part.merge(full, on="user", suffixes=("", "_full"))
     assert (merged["candidates"].map(tuple) == merged["candidates_full"].map(tuple)).all()
+
+
+def test_split_deviation_by_hand():
+    from xcross_lib.data.protocol import split_deviation
+
+    assert split_deviation({"train": 6, "validation": 2, "test": 2}) == 0
+    assert split_deviation({"train": 7, "validation": 2, "test": 2}) == pytest.approx(0.4)  # 7 vs 6.6

@@ -54,7 +54,7 @@ def test_data_notebook_runs_on_made_data(tiny_data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("XCROSS_OUTPUTS_DIR", str(tmp_path / "out"))
     executed = run.run_notebook(
         "00_data",
-        {"domains": "Tools,Sports", "data_dir": str(tiny_data_dir), "reference_csv": str(tmp_path / "ref.csv")},
+        {"domains": "Tools,Sports", "data_dir": str(tiny_data_dir), "write_reference": True},
         profile="smoke",
         output=tmp_path / "nb.ipynb",
         progress=False,
@@ -62,7 +62,7 @@ def test_data_notebook_runs_on_made_data(tiny_data_dir, tmp_path, monkeypatch):
     nb = nbformat.read(executed, as_version=4)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
     assert any(o.get("data", {}).get("image/png") for c in nb.cells for o in c.get("outputs", []))  # the plots
-    table = pd.read_csv(tmp_path / "ref.csv")
+    table = pd.read_csv(tmp_path / "out" / "reference" / "data_summary.csv")
     assert table["domain"].tolist() == ["Tools", "Sports"]
     assert (table["users"] == 40).all() and (table["train"] == 24).all() and (table["test"] == 8).all()
     assert table["command"].iloc[0].startswith("xcross_lib.run_notebook('00_data.ipynb'")

@@ -178,3 +178,9 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def split_deviation(sizes: Mapping[str, int], ratios: Sequence[int] = SPLIT_RATIOS) -> float:
+    """Largest distance, in users, of a split's part sizes from their exact 3:1:1 shares."""
+    n = sum(sizes[s] for s in SPLITS)
+    return max(abs(sizes[s] - n * r / sum(ratios)) for s, r in zip(SPLITS, ratios))
