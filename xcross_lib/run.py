@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ParameterError
-from .paths import NOTEBOOKS_DIR, PARAMS_DIR, outputs_dir
+from .paths import NOTEBOOKS_DIR, PARAMS_DIR, REPO_ROOT, outputs_dir
 from .provenance import git_commit, now_utc
 
 # The quick pipeline of the README's main command: (notebook, parameters beyond the profile).
@@ -120,6 +120,7 @@ def run_notebook(
         params["run_command"] = command or "xcross_lib.run_notebook(" + repr(path.name) + ", " + repr(explicit) + ")"
     out = Path(output) if output else output_path(path, explicit)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _kernel_sees_this_environment()
     papermill.execute_notebook(
         str(path),
         str(out),
@@ -130,6 +131,17 @@ def run_notebook(
         request_save_on_cell_execute=True,
     )
     return out
+
+
+def _kernel_sees_this_environment() -> None:
+    """The kernel is a subprocess: give it this interpreter first on PATH (the python3 kernelspec
+    runs `python`) and this checkout on PYTHONPATH, so it imports the same xcross_lib."""
+    bin_dir = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(REPO_ROOT) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, paths)])
 
 
 def _parse_value(text: str):
