@@ -1,0 +1,104 @@
+"""The scorer of DESIGN.md section 3: encoder -> pooler -> linear score, trained as multiple choice.
+
+    prompt tokens (N, T) -> encoder with LoRA -> hidden states H (N, T, d)
+      -> pool: first token ("cls", the paper's) or the masked mean ("mean", MiniLM's own pooling)
+      -> dropout -> dense d->d -> GELU -> dropout -> linear d->1 = score (N,)
+One example is one user's C candidate prompts; the loss is the cross-entropy of the softmax over
+its C scores against the target's position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from torch import nn
+
+from .backbones import Backbone
+
+POOLINGS = ("cls", "mean")
+
+
+@dataclass
+class ScorerConfig:
+    pooling: str = "cls"
+    dropout: float = 0.1
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    lora_targets: list[str] | None = None  # None: the backbone's query and value projections
+
+    def __post_init__(self):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
+    """(N, T, d) hidden states -> (N, d): the first token, or the mean over real tokens."""
+    if how == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class ScoringHead(nn.Module):
+    """Pooler and linear scorer over an encoder's last hidden states."""
+
+    def __init__(self, hidden_size: int, pooling: str = "cls", dropout: float = 0.1):
+        super().__init__()
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(hidden_size, hidden_size)  # the pooler's d -> d
+        self.score = nn.Linear(hidden_size, 1)
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x = pool(hidden, attention_mask, self.pooling)  # (N, d)
+        x = F.gelu(self.dense(self.dropout(x)))  # (N, d)
+        return self.score(self.dropout(x)).squeeze(-1)  # (N,)
+
+
+class Scorer(nn.Module):
+    """A frozen backbone with a LoRA adapter (trainable), and a scoring head (trainable)."""
+
+    def __init__(self, backbone: Backbone, config: ScorerConfig | None = None, adapter_name: str = "default"):
+        super().__init__()
+        self.config = config or ScorerConfig()
+        self.backbone_name = backbone.name
+        lora = LoraConfig(
+            r=self.config.lora_rank,
+            lora_alpha=self.config.lora_alpha,
+            lora_dropout=self.config.lora_dropout,
+            target_modules=self.config.lora_targets or backbone.lora_targets,
+            bias="none",
+        )
+        self.encoder = get_peft_model(backbone.model, lora, adapter_name=adapter_name)  # freezes the rest
+        self.head = ScoringHead(backbone.hidden_size, self.config.pooling, self.config.dropout)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        return self.head(hidden, attention_mask)  # (N,)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """LoRA and head parameters only: what a checkpoint needs."""
+        return {k: v.detach().clone() for k, v in self.named_parameters() if v.requires_grad}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        params = dict(self.named_parameters())
+        missing = [k for k, v in params.items() if v.requires_grad and k not in state]
+        if missing:
+            raise KeyError(f"checkpoint lacks {len(missing)} trainable tensors, e.g. {missing[0]}")
+        with torch.no_grad():
+            for k, v in state.items():
+                params[k].copy_(v)
+
+
+def multiple_choice_loss(scores: torch.Tensor, n_candidates: int, target_index: torch.Tensor) -> torch.Tensor:
+    """Mean over examples of the cross-entropy of softmax(scores of its candidates) at the target.
+    scores: (B * C,) in example-major order; target_index: (B,)."""
+    return F.cross_entropy(scores.view(-1, n_candidates).float(), target_index)
