@@ -77,6 +77,8 @@ def load_backbone(name: str = "minilm", seed: int = 0) -> Backbone:
         path = minilm_dir()
     elif name == "deberta-v3-base" or name == PAPER_BACKBONE:
         path = os.environ.get("XCROSS_DEBERTA_DIR") or PAPER_BACKBONE
+        if path != PAPER_BACKBONE and not Path(path).is_dir():
+            raise ParameterError(f"XCROSS_DEBERTA_DIR={path} is not a directory; point it at a local copy of {PAPER_BACKBONE}")
     elif Path(name).expanduser().is_dir():
         path = Path(name).expanduser()
     else:
@@ -84,7 +86,7 @@ def load_backbone(name: str = "minilm", seed: int = 0) -> Backbone:
     try:
         model = AutoModel.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise ParameterError(
             f"backbone {name!r} cannot be had here: no local copy and no model hub ({str(e).splitlines()[0]}). "
             "Fix: on a machine with a hub it loads by name; elsewhere download it once "

@@ -14,11 +14,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
+from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from .backbones import Backbone
 
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "segment_cosine")
 
 
 @dataclass
@@ -46,8 +47,23 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
+def segment_cosine(hidden: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+    """(N,) cosine between the mean hidden state of the first segment (history) and of the second
+    (candidate), both from the same joint pass; segments told apart by token type."""
+    real = attention_mask.to(hidden.dtype)
+    second = token_type_ids.to(hidden.dtype) * real  # (N, T)
+    first = real - second
+    mean = lambda w: (hidden * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).clamp(min=1.0)  # noqa: E731
+    return F.cosine_similarity(mean(first), mean(second), dim=-1)
+
+
 class ScoringHead(nn.Module):
-    """Pooler and linear scorer over an encoder's last hidden states."""
+    """Pooler and linear scorer over an encoder's last hidden states.
+
+    pooling "segment_cosine" adds `scale * cos(history, candidate)` (segment means of the joint
+    pass, scale learnable, start 20) to the scorer, whose last layer then starts at zero: the model
+    starts as a text-similarity ranker instead of a random one.
+    """
 
     def __init__(self, hidden_size: int, pooling: str = "cls", dropout: float = 0.1):
         super().__init__()
@@ -55,11 +71,21 @@ class ScoringHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(hidden_size, hidden_size)  # the pooler's d -> d
         self.score = nn.Linear(hidden_size, 1)
+        if pooling == "segment_cosine":
+            self.cosine_scale = nn.Parameter(torch.tensor(20.0))
+            nn.init.zeros_(self.score.weight)
+            nn.init.zeros_(self.score.bias)
 
-    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        x = pool(hidden, attention_mask, self.pooling)  # (N, d)
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        x = pool(hidden, attention_mask, "mean" if self.pooling == "segment_cosine" else self.pooling)  # (N, d)
         x = F.gelu(self.dense(self.dropout(x)))  # (N, d)
-        return self.score(self.dropout(x)).squeeze(-1)  # (N,)
+        score = self.score(self.dropout(x)).squeeze(-1)  # (N,)
+        if self.pooling == "segment_cosine":
+            if token_type_ids is None:
+                raise ValueError("segment_cosine pooling needs token_type_ids to tell the segments apart")
+            score = score + self.cosine_scale * segment_cosine(hidden, attention_mask, token_type_ids)
+        return score
 
 
 class Scorer(nn.Module):
@@ -69,6 +95,8 @@ class Scorer(nn.Module):
         super().__init__()
         self.config = config or ScorerConfig()
         self.backbone_name = backbone.name
+        if any(isinstance(m, LoraLayer) for m in backbone.model.modules()):
+            raise ValueError("this backbone already carries a LoRA adapter: load a fresh backbone for each Scorer")
         lora = LoraConfig(
             r=self.config.lora_rank,
             lora_alpha=self.config.lora_alpha,
@@ -82,7 +110,7 @@ class Scorer(nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-        return self.head(hidden, attention_mask)  # (N,)
+        return self.head(hidden, attention_mask, token_type_ids)  # (N,)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """LoRA and head parameters only: what a checkpoint needs."""

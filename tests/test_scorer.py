@@ -1,0 +1,166 @@
+"""The scorer on tiny models: loss by hand, what trains, save/load, resume, prompt ids."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from xcross_lib.data.encoding import PromptEncoder
+from xcross_lib.data.prompts import PromptBuilder
+from xcross_lib.data.protocol import make_candidates, split_users
+from xcross_lib.errors import ParameterError
+from xcross_lib.models import Scorer, ScorerConfig, load_backbone, multiple_choice_loss
+from xcross_lib.models.scorer import segment_cosine
+from xcross_lib.models.source import load_source, save_source
+from xcross_lib.training import TrainConfig, evaluate_scorer, score_candidates, train_scorer
+
+from conftest import random_domain
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def tiny_task():
+    sequences, titles = random_domain(seed=0, n_users=30, n_items=50)
+    split = split_users(sequences, seed=0)
+    frame = make_candidates(sequences, split, seed=0, n_items=50, n_candidates=6, progress=False)
+    return sequences, titles, frame
+
+
+def make_model(kind="tiny-bert", pooling="cls", seed=0):
+    torch.manual_seed(seed)
+    backbone = load_backbone(kind, seed=seed)
+    return Scorer(backbone, ScorerConfig(pooling=pooling)), backbone
+
+
+def test_loss_equals_hand_computed_cross_entropy(tiny_task):
+    _, titles, frame = tiny_task
+    model, backbone = make_model()
+    model.eval()
+    enc = PromptEncoder(backbone.tokenizer, titles, 64)
+    rows = frame.head(2)
+    batch = enc.batch(rows["history"].tolist(), rows["candidates"].tolist(), rows["target_index"].tolist())
+    scores = model(**batch.model_inputs())
+    assert scores.shape == (12,)
+    loss = multiple_choice_loss(scores, 6, batch.target_index)
+    s = scores.detach().view(2, 6).double().numpy()
+    t = rows["target_index"].tolist()
+    by_hand = np.mean([-s[b, t[b]] + math.log(np.exp(s[b]).sum()) for b in range(2)])
+    assert loss.item() == pytest.approx(by_hand, rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["tiny-bert", "tiny-deberta"])
+def test_training_changes_lora_and_head_only(tiny_task, tmp_path, kind):
+    _, titles, frame = tiny_task
+    model, backbone = make_model(kind)
+    frozen_before = {k: v.clone() for k, v in model.named_parameters() if not v.requires_grad}
+    trainable_before = model.trainable_state()
+    assert any("lora_A" in k for k in trainable_before) and any(k.startswith("head.") for k in trainable_before)
+    assert not any("lora" in k for k in frozen_before)
+    enc = PromptEncoder(backbone.tokenizer, titles, 64)
+    train = frame[frame["split"] == "train"]
+    train_scorer(model, enc, train, None, TrainConfig(learning_rate=1e-2, batch_size=4, bf16=False), tmp_path, progress=False)
+    after = dict(model.named_parameters())
+    assert all(torch.equal(v, after[k]) for k, v in frozen_before.items())
+    changed = [k for k, v in trainable_before.items() if not torch.equal(v, after[k])]
+    assert any("lora_B" in k for k in changed) and any("lora_A" in k for k in changed)
+    assert any(k.startswith("head.") for k in changed)
+
+
+def test_save_and_load_give_identical_scores(tiny_task, tmp_path):
+    _, titles, frame = tiny_task
+    model, backbone = make_model(pooling="mean")
+    with torch.no_grad():  # make the adapter non-trivial (B starts at zero)
+        for k, p in model.named_parameters():
+            if "lora_B" in k:
+                p.normal_(0, 0.5)
+    enc = PromptEncoder(backbone.tokenizer, titles, 64)
+    test = frame[frame["split"] == "test"]
+    before = score_candidates(model, enc, test, bf16=False, progress=False)
+    save_source(model, tmp_path / "Tools", {"data_fingerprint": "abc"})
+    loaded = load_source(tmp_path / "Tools")
+    after = score_candidates(loaded, enc, test, bf16=False, progress=False)
+    np.testing.assert_array_equal(before, after)
+    with pytest.raises(ParameterError, match="no source model 'Nowhere'"):
+        load_source("Nowhere")
+
+
+def test_resumed_run_ends_with_the_same_weights(tiny_task, tmp_path):
+    _, titles, frame = tiny_task
+    train, val = frame[frame["split"] == "train"], frame[frame["split"] == "validation"]
+    cfg = TrainConfig(learning_rate=5e-3, epochs=2, batch_size=2, grad_accumulation=2, train_candidates=4,
+                      checkpoint_every=2, log_every=1, bf16=False)
+
+    def run(out, stop=None):
+        model, backbone = make_model()
+        enc = PromptEncoder(backbone.tokenizer, titles, 64)
+        return model, train_scorer(model, enc, train, val, cfg, out, progress=False, stop_after_steps=stop)
+
+    whole, whole_result = run(tmp_path / "whole")
+    _, partial = run(tmp_path / "cut", stop=3)  # 18 users / (2 x 2) = 5 steps an epoch: stops mid-epoch
+    assert len(partial.curve) == 3
+    resumed, resumed_result = run(tmp_path / "cut")
+    a, b = whole.trainable_state(), resumed.trainable_state()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    pd.testing.assert_frame_equal(whole_result.curve.drop(columns="examples_per_s"),
+                                  resumed_result.curve.drop(columns="examples_per_s"))
+    assert resumed_result.validation["hit@1"].tolist() == whole_result.validation["hit@1"].tolist()
+
+
+def test_a_checkpoint_of_other_settings_is_refused(tiny_task, tmp_path):
+    _, titles, frame = tiny_task
+    train = frame[frame["split"] == "train"]
+    model, backbone = make_model()
+    enc = PromptEncoder(backbone.tokenizer, titles, 64)
+    train_scorer(model, enc, train, None, TrainConfig(bf16=False), tmp_path, progress=False, stop_after_steps=1)
+    with pytest.raises(ValueError, match="other settings"):
+        train_scorer(model, enc, train, None, TrainConfig(bf16=False, learning_rate=1.0), tmp_path, progress=False)
+
+
+def test_prompt_ids_equal_the_tokenizer_on_the_prompt_text(minilm_tokenizer):
+    titles = {0: "Stanley 16 oz hammer", 1: "Tom &amp; Jerry tape measure, 25 ft", 2: "DEWALT 20V MAX drill kit",
+              3: "Gorilla glue", 4: "Milwaukee M18 fuel hammer drill with two batteries and charger"}
+    enc = PromptEncoder(minilm_tokenizer, titles, 32)
+    text = PromptBuilder(minilm_tokenizer, 32)
+    for history, cand in (([0, 1, 2], 3), ([0, 1, 2], 4), ([2], 4), ([0, 1, 2, 0, 1, 2], 3)):
+        ids, types = enc.prompt(history, cand)
+        p = text([titles[i] for i in history], titles[cand])
+        ref = minilm_tokenizer(p.history, p.candidate)
+        assert ids == ref["input_ids"] and types == ref["token_type_ids"] and len(ids) <= 32
+    batch = enc.batch([[0, 1], [2]], [[3, 4], [4, 3]], [1, 0])
+    assert batch.input_ids.shape[0] == 4 and batch.attention_mask.sum(1).tolist() == [
+        len(enc.prompt([0, 1], 3)[0]), len(enc.prompt([0, 1], 4)[0]), len(enc.prompt([2], 4)[0]), len(enc.prompt([2], 3)[0])]
+
+
+def test_segment_cosine_by_hand():
+    hidden = torch.tensor([[[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [9.0, 9.0]]])  # (1, 4, 2); last token is padding
+    mask = torch.tensor([[1, 1, 1, 0]])
+    types = torch.tensor([[0, 0, 1, 0]])
+    # history mean (2, 0), candidate mean (0, 2): orthogonal
+    assert segment_cosine(hidden, mask, types).item() == pytest.approx(0.0)
+    types = torch.tensor([[0, 1, 1, 0]])  # history (1, 0); candidate mean (1.5, 1): cos = 1.5 / sqrt(3.25)
+    assert segment_cosine(hidden, mask, types).item() == pytest.approx(1.5 / math.sqrt(3.25))
+
+
+def test_evaluation_does_not_depend_on_batching(tiny_task):
+    _, titles, frame = tiny_task
+    model, backbone = make_model(pooling="mean")
+    enc = PromptEncoder(backbone.tokenizer, titles, 64)
+    a = score_candidates(model, enc, frame, batch_users=1, bf16=False, progress=False)
+    b = score_candidates(model, enc, frame, batch_users=7, bf16=False, progress=False)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    per_user = evaluate_scorer(model, enc, frame, bf16=False, progress=False)
+    assert per_user["user"].tolist() == frame["user"].tolist()
+
+
+def test_backbone_errors(monkeypatch, tmp_path):
+    with pytest.raises(ParameterError, match="unknown backbone 'bert-large'"):
+        load_backbone("bert-large")
+    monkeypatch.setenv("XCROSS_DEBERTA_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ParameterError, match="not a directory"):
+        load_backbone("deberta-v3-base")
+    model, backbone = make_model()
+    with pytest.raises(ValueError, match="already carries a LoRA adapter"):
+        Scorer(backbone)
