@@ -89,3 +89,36 @@ def test_every_notebook_has_a_parameters_cell():
     for path in NOTEBOOKS_DIR.glob("*.ipynb"):
         nb = nbformat.read(path, as_version=4)
         assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1, path.name
+
+
+@pytest.mark.smoke
+def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("XCROSS_OUTPUTS_DIR", str(tmp_path / "out"))
+    common = {"data_dir": str(tiny_data_dir), "max_length": 64}
+    for domain in ("Tools", "Sports"):
+        run.run_notebook("01_source_lora", {**common, "domain": domain, "backbone": "tiny-bert", "n_train_users": 12,
+                                            "n_val_users": 8, "n_test_users": 8, "train_candidates": 4, "bf16": False},
+                         profile="smoke", output=tmp_path / f"01-{domain}.ipynb", progress=False)
+        source = tmp_path / "out" / "sources" / domain
+        record = json.loads((source / "source.json").read_text())
+        assert record["n_train_users"] == 12 and record["backbone"] == "tiny-bert" and len(record["curve"]) >= 1
+        results = pd.read_csv(source / "test_results.csv")
+        assert results["model"].tolist() == [f"{domain} LoRA", "random", "popularity", "text similarity"]
+    run.run_notebook("02_zero_shot", {**common, "sources": "Tools,Sports", "targets": "Tools,Sports",
+                                      "n_test_users": 8, "n_val_users": 8, "write_reference": True},
+                     profile="smoke", output=tmp_path / "02.ipynb", progress=False)
+    matrix = pd.read_csv(tmp_path / "out" / "reference" / "zero_shot_matrix.csv")
+    assert len(matrix) == 8 and set(matrix["split"]) == {"test", "validation"} and (matrix["n_users"] == 8).all()
+    top = json.loads((tmp_path / "out" / "zero_shot" / "top_sources.json").read_text())
+    assert top == {"Sports": ["Tools"], "Tools": ["Sports"]}  # only the other domain can be chosen
+
+
+@pytest.mark.unit
+def test_papermill_reads_every_name_of_each_parameters_cell():
+    import ast
+
+    for path in NOTEBOOKS_DIR.glob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        assigned = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets}
+        assert set(run.notebook_parameters(path)) == assigned, path.name

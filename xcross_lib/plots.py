@@ -43,3 +43,30 @@ def plot_item_popularity(domains: Sequence[Domain], ax=None):
     ax.set(xscale="log", yscale="log", xlabel="item rank by popularity", ylabel="interactions",
            title="Item popularity (long tail)")
     return ax
+
+
+def plot_learning_curve(curve: pd.DataFrame, validation: pd.DataFrame, n_candidates: int,
+                        reference_hit1: dict[str, float] | None = None, axes=None):
+    """Training loss per logged step (uniform-guess level ln C dashed) and validation Hit@1 per epoch."""
+    axes = axes if axes is not None else plt.subplots(1, 2, figsize=(12, 3.6))[1]
+    ax = axes[0]
+    sns.lineplot(curve, x="step", y="loss", ax=ax, marker="o" if len(curve) < 30 else None)
+    ax.axhline(np.log(n_candidates), ls="--", c="gray", label=f"ln {n_candidates} (uniform)")
+    ax.set(title="Training loss", xlabel="optimizer step", ylabel="cross-entropy")
+    ax.legend()
+    ax = axes[1]
+    if len(validation):
+        sns.lineplot(validation, x="epoch", y="hit@1", marker="o", ax=ax, label="this model")
+    for k, (name, value) in enumerate((reference_hit1 or {}).items()):
+        ax.axhline(value, ls="--", c=f"C{k + 1}", label=name)
+    ax.set(title="Validation Hit@1", xlabel="epoch", ylabel="Hit@1 (%)")
+    ax.legend()
+    return axes
+
+
+def plot_matrix(matrix: pd.DataFrame, title: str, ax=None, fmt: str = ".1f"):
+    """A sources x targets heatmap."""
+    ax = ax or plt.subplots(figsize=(5, 4))[1]
+    sns.heatmap(matrix, annot=True, fmt=fmt, cmap="viridis", ax=ax, cbar_kws={"label": title})
+    ax.set(title=title, xlabel="target domain", ylabel="source model")
+    return ax

@@ -95,6 +95,7 @@ class Scorer(nn.Module):
         super().__init__()
         self.config = config or ScorerConfig()
         self.backbone_name = backbone.name
+        self.tokenizer = backbone.tokenizer
         if any(isinstance(m, LoraLayer) for m in backbone.model.modules()):
             raise ValueError("this backbone already carries a LoRA adapter: load a fresh backbone for each Scorer")
         lora = LoraConfig(

@@ -60,6 +60,7 @@ class TrainResult:
     best_epoch: int
     best_hit1: float
     wall_s: float
+    bf16: bool = False  # whether training ran under bf16 autocast
     config: dict = field(default_factory=dict)
 
 
@@ -190,7 +191,7 @@ def train_scorer(
             if stop_after_steps is not None and steps_run >= stop_after_steps:
                 checkpoint()
                 bar.close()
-                return _result(state, config, started)
+                return _result(state, config, started, use_bf16)
         # epoch end: validation, best weights, checkpoint
         if validation is not None and len(validation):
             per_user = evaluate_scorer(raw_model, encoder, validation, batch_users=config.eval_batch_users,
@@ -206,11 +207,11 @@ def train_scorer(
     bar.close()
     if best_path.is_file():
         raw_model.load_trainable_state(torch.load(best_path, weights_only=True))
-    result = _result(state, config, started)
+    result = _result(state, config, started, use_bf16)
     (out / "curve.json").write_text(json.dumps({"curve": state["curve"], "validation": state["validation"]}, indent=1))
     return result
 
 
-def _result(state: dict, config: TrainConfig, started: float) -> TrainResult:
+def _result(state: dict, config: TrainConfig, started: float, bf16: bool) -> TrainResult:
     return TrainResult(pd.DataFrame(state["curve"]), pd.DataFrame(state["validation"]), state["best_epoch"],
-                       state["best_hit1"], time.perf_counter() - started, config.to_dict())
+                       state["best_hit1"], time.perf_counter() - started, bf16, config.to_dict())

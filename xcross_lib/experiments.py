@@ -1,0 +1,165 @@
+"""What the source-model and zero-shot notebooks run: train, evaluate, compare with the reference rows."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .baselines import popularity_scores, random_scores, text_similarity_scores
+from .data import load_domain, prepare_protocol
+from .data.encoding import PromptEncoder
+from .metrics import paired_ttest, per_user_metrics, summarize
+from .models import Scorer, ScorerConfig, load_backbone
+from .models.source import load_source, save_source
+from .paths import outputs_dir
+from .provenance import git_commit, now_utc
+from .training import TrainConfig, evaluate_scorer, train_scorer
+from .training.trainer import bf16_available
+
+
+def seeded_subset(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    """n rows chosen with a seed (all rows when n is None or too large), in user order."""
+    if n is None or n >= len(frame):
+        return frame.sort_values("user").reset_index(drop=True)
+    return frame.sample(n, random_state=seed).sort_values("user").reset_index(drop=True)
+
+
+@dataclass
+class DomainData:
+    """A domain with its protocol files and the splits' candidate frames."""
+
+    domain: object
+    protocol: object
+    frames: dict
+
+    @classmethod
+    def load(cls, name: str, data_dir=None, seed: int = 0, user_fraction=1.0, output_dir=None) -> "DomainData":
+        domain = load_domain(name, data_dir)
+        protocol = prepare_protocol(domain, outputs_dir(output_dir) / "data", seed, user_fraction, progress=False)
+        all_rows = protocol.candidates()
+        frames = {s: all_rows[all_rows["split"] == s].reset_index(drop=True) for s in ("train", "validation", "test")}
+        return cls(domain, protocol, frames)
+
+
+def reference_rows(data: DomainData, test: pd.DataFrame, max_length: int = 256, seed: int = 0,
+                   progress: bool = False) -> dict[str, pd.DataFrame]:
+    """Per-user metrics of random, popularity and text similarity (untrained MiniLM) on `test`."""
+    n_items = 1 + max(data.domain.asins)
+    backbone = load_backbone("minilm")
+    encoder = PromptEncoder(backbone.tokenizer, data.domain.titles, max_length)
+    bf16 = bf16_available(torch.device("cpu"))
+    scores = {
+        "random": random_scores(test, seed),
+        "popularity": popularity_scores(test, data.domain.sequences, data.frames["train"]["user"], n_items),
+        "text similarity": text_similarity_scores(backbone.model.eval(), encoder, test, bf16=bf16, progress=progress),
+    }
+    return {k: per_user_metrics(s, test["target_index"].to_numpy(), test["user"].to_numpy()) for k, s in scores.items()}
+
+
+def results_table(per_user: dict[str, pd.DataFrame], against: str | None = None, metric: str = "hit@1") -> pd.DataFrame:
+    """Rows of mean metrics (percent); with `against`, the paired t-test of each row against it."""
+    rows = []
+    for name, frame in per_user.items():
+        row = {"model": name, **summarize(frame).round(2).to_dict()}
+        if against and name != against:
+            test = paired_ttest(per_user[against], frame, metric)
+            row[f"p ({against} vs this, {metric})"] = test.p_value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def train_source_model(
+    data: DomainData,
+    backbone_name: str = "minilm",
+    scorer_config: ScorerConfig | None = None,
+    train_config: TrainConfig | None = None,
+    n_train_users: int | None = None,
+    n_val_users: int | None = 300,
+    out_dir: str | Path | None = None,
+    command: str = "",
+    progress: bool = True,
+):
+    """Train one domain's LoRA scorer and save it (adapter, head, record) under out_dir."""
+    train_config = train_config or TrainConfig()
+    scorer_config = scorer_config or ScorerConfig()
+    out_dir = Path(out_dir or outputs_dir() / "sources" / data.domain.name)
+    torch.manual_seed(train_config.seed)
+    backbone = load_backbone(backbone_name, seed=train_config.seed)
+    model = Scorer(backbone, scorer_config)
+    encoder = PromptEncoder(backbone.tokenizer, data.domain.titles, train_config.max_length)
+    train = seeded_subset(data.frames["train"], n_train_users, train_config.seed)
+    val = seeded_subset(data.frames["validation"], n_val_users, train_config.seed)
+    result = train_scorer(model, encoder, train, val, train_config, out_dir / "run", progress=progress)
+    record = {
+        "domain": data.domain.name,
+        "train_config": train_config.to_dict(),
+        "n_train_users": len(train),
+        "n_val_users": len(val),
+        "data_fingerprint": data.domain.fingerprint,
+        "candidates_sha256": data.protocol.info["candidates_sha256"],
+        "best_epoch": result.best_epoch,
+        "validation_hit1": result.best_hit1,
+        "curve": result.curve.to_dict("records"),
+        "validation": result.validation.to_dict("records"),
+        "wall_s": round(result.wall_s, 1),
+        "command": command,
+        "commit": git_commit(),
+        "produced_at": now_utc(),
+    }
+    save_source(model, out_dir, record)
+    return model, encoder, result, record
+
+
+def evaluate_source(source: str | Path, data: DomainData, frame: pd.DataFrame, max_length: int = 256,
+                    batch_users: int = 8, progress: bool = False) -> pd.DataFrame:
+    """Per-user metrics of a saved source model on a target's candidate frame."""
+    model = load_source(source)
+    encoder = PromptEncoder(model.tokenizer, data.domain.titles, max_length)
+    return evaluate_scorer(model, encoder, frame, batch_users=batch_users,
+                           bf16=bf16_available(torch.device("cpu")), progress=progress)
+
+
+@dataclass
+class ZeroShotResults:
+    per_user: dict  # (source, target, split) -> per-user metric frame
+
+    def long_table(self) -> pd.DataFrame:
+        rows = [{"source": s, "target": t, "split": split, **summarize(f).round(2).to_dict()}
+                for (s, t, split), f in self.per_user.items()]
+        return pd.DataFrame(rows)
+
+    def matrix(self, split: str = "test", metric: str = "hit@1") -> pd.DataFrame:
+        table = self.long_table()
+        table = table[table["split"] == split]
+        return table.pivot(index="source", columns="target", values=metric)
+
+    def top_sources(self, k: int = 2) -> dict[str, tuple[str, ...]]:
+        """Per target, the k best other domains by validation Hit@1."""
+        val = self.matrix("validation", "hit@1")
+        return {t: tuple(val.loc[val.index != t, t].sort_values(ascending=False).index[:k]) for t in val.columns}
+
+
+def zero_shot(sources, target_data: dict[str, DomainData], n_test_users: int, n_val_users: int, seed: int,
+              max_length: int, out: Path, progress: bool = True) -> ZeroShotResults:
+    """Every source model on every target's seeded test and validation subsets. Per-user results
+    are saved as they come (out/<source>_on_<target>_<split>.parquet) and reused when present,
+    so an interrupted matrix resumes where it stopped."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    per_user = {}
+    jobs = [(s, t, split) for s in sources for t in target_data for split in ("validation", "test")]
+    for source, target, split in tqdm(jobs, desc="zero-shot", disable=not progress):
+        path = out / f"{source}_on_{target}_{split}.parquet"
+        if not path.is_file():
+            n = n_test_users if split == "test" else n_val_users
+            frame = seeded_subset(target_data[target].frames[split], n, seed)
+            evaluate_source(source, target_data[target], frame, max_length).to_parquet(path)
+        per_user[(source, target, split)] = pd.read_parquet(path)
+    return ZeroShotResults(per_user)
