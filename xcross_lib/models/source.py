@@ -11,7 +11,6 @@ import json
 import os
 from pathlib import Path
 
-import torch
 from peft.utils import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
