@@ -164,3 +164,20 @@ def test_backbone_errors(monkeypatch, tmp_path):
     model, backbone = make_model()
     with pytest.raises(ValueError, match="already carries a LoRA adapter"):
         Scorer(backbone)
+
+
+def test_untrained_separate_encoding_is_the_text_similarity_row(tiny_task):
+    """Two towers with LoRA B = 0 and the residual projection at zero: scale x cosine of the
+    backbone's mean-pooled embeddings, i.e. the text-similarity reference row."""
+    from xcross_lib.baselines import text_similarity_scores
+
+    _, titles, frame = tiny_task
+    torch.manual_seed(0)
+    backbone = load_backbone("tiny-bert")
+    reference_model = load_backbone("tiny-bert").model.eval()  # same seed, same weights, no adapter
+    model = Scorer(backbone, ScorerConfig(encoding="separate"))
+    enc = PromptEncoder(backbone.tokenizer, titles, 64, encoding="separate")
+    test = frame[frame["split"] == "test"]
+    scores = score_candidates(model, enc, test, bf16=False, progress=False)
+    reference = text_similarity_scores(reference_model, enc, test, progress=False)
+    np.testing.assert_allclose(scores, 20.0 * reference, atol=1e-4)

@@ -89,7 +89,7 @@ def train_source_model(
     torch.manual_seed(train_config.seed)
     backbone = load_backbone(backbone_name, seed=train_config.seed)
     model = Scorer(backbone, scorer_config)
-    encoder = PromptEncoder(backbone.tokenizer, data.domain.titles, train_config.max_length)
+    encoder = PromptEncoder(backbone.tokenizer, data.domain.titles, train_config.max_length, scorer_config.encoding)
     train = seeded_subset(data.frames["train"], n_train_users, train_config.seed)
     val = seeded_subset(data.frames["validation"], n_val_users, train_config.seed)
     result = train_scorer(model, encoder, train, val, train_config, out_dir / "run", progress=progress)
@@ -117,7 +117,7 @@ def evaluate_source(source: str | Path, data: DomainData, frame: pd.DataFrame, m
                     batch_users: int = 8, progress: bool = False) -> pd.DataFrame:
     """Per-user metrics of a saved source model on a target's candidate frame."""
     model = load_source(source)
-    encoder = PromptEncoder(model.tokenizer, data.domain.titles, max_length)
+    encoder = PromptEncoder(model.tokenizer, data.domain.titles, max_length, model.config.encoding)
     return evaluate_scorer(model, encoder, frame, batch_users=batch_users,
                            bf16=bf16_available(torch.device("cpu")), progress=progress)
 

@@ -20,26 +20,46 @@ from .prompts import HISTORY_SEPARATOR, clean_title
 
 @dataclass
 class Batch:
-    input_ids: torch.Tensor  # (N, T) with N = examples x candidates, example-major
+    input_ids: torch.Tensor  # (N, T), N = examples x candidates, example-major: pair prompts or candidate titles
     attention_mask: torch.Tensor  # (N, T)
-    token_type_ids: torch.Tensor  # (N, T)
+    token_type_ids: torch.Tensor | None  # (N, T); None for separate encoding
     target_index: torch.Tensor  # (B,)
     n_candidates: int
+    history_input_ids: torch.Tensor | None = None  # (B, Th), separate encoding only
+    history_attention_mask: torch.Tensor | None = None
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "token_type_ids": self.token_type_ids}
+        names = ("input_ids", "attention_mask", "token_type_ids", "history_input_ids", "history_attention_mask")
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
     def to(self, device) -> "Batch":
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.token_type_ids.to(device),
-                     self.target_index.to(device), self.n_candidates)
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(move(self.input_ids), move(self.attention_mask), move(self.token_type_ids),
+                     move(self.target_index), self.n_candidates, move(self.history_input_ids),
+                     move(self.history_attention_mask))
+
+
+def pad(sequences: Sequence[Sequence[int]], pad_id: int, types: Sequence[Sequence[int]] | None = None):
+    """Right-padded (N, T) ids, mask and token types, T = the longest sequence."""
+    longest = max(len(s) for s in sequences)
+    ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), longest), dtype=np.int64)
+    tt = np.zeros((len(sequences), longest), dtype=np.int64)
+    for row, s in enumerate(sequences):
+        ids[row, : len(s)] = s
+        mask[row, : len(s)] = 1
+        if types is not None:
+            tt[row, : len(s)] = types[row]
+    return torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(tt)
 
 
 class PromptEncoder:
     """Title token ids cached per item; prompt ids assembled per (history, candidate)."""
 
-    def __init__(self, tokenizer, titles: Mapping[int, str], max_length: int):
+    def __init__(self, tokenizer, titles: Mapping[int, str], max_length: int, encoding: str = "pair"):
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
+        self.encoding = encoding
         ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         items = list(titles)
         encoded = tokenizer([clean_title(titles[i]) for i in items], add_special_tokens=False)["input_ids"]
@@ -55,6 +75,9 @@ class PromptEncoder:
         types = probe.get("token_type_ids") or [0] * len(pids)
         self.type_first, self.type_second = types[i], types[j]
         self.n_special = len(self.prefix) + len(self.middle) + len(self.suffix)
+        single = list(tokenizer("a")["input_ids"])  # [CLS] a [SEP]: one segment alone
+        k = single.index(a[0])
+        self.single_prefix, self.single_suffix = single[:k], single[k + 1 :]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def history_ids(self, history: Sequence[int], budget: int) -> list[int]:
@@ -80,21 +103,25 @@ class PromptEncoder:
         second = cand + self.suffix
         return first + second, [self.type_first] * len(first) + [self.type_second] * len(second)
 
+    def single(self, ids: Sequence[int]) -> list[int]:
+        """One segment alone: [CLS] ids [SEP] (cut to max_length, keeping the end)."""
+        room = self.max_length - len(self.single_prefix) - len(self.single_suffix)
+        return self.single_prefix + list(ids[-room:]) + self.single_suffix
+
     def batch(self, histories: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]],
               target_index: Sequence[int]) -> Batch:
-        """Prompts of B examples x C candidates, padded to the longest."""
+        """B examples x C candidates, padded to the longest: pair prompts, or (separate encoding)
+        the B histories and the B*C candidate titles."""
         n_candidates = len(candidates[0])
+        target = torch.as_tensor(np.asarray(target_index), dtype=torch.long)
+        if self.encoding == "separate":
+            budget = self.max_length - len(self.single_prefix) - len(self.single_suffix)
+            hist_ids, hist_mask, _ = pad([self.single(self.history_ids(h, budget)) for h in histories], self.pad_id)
+            cand_ids, cand_mask, _ = pad([self.single(self.item_ids[c]) for cands in candidates for c in cands], self.pad_id)
+            return Batch(cand_ids, cand_mask, None, target, n_candidates, hist_ids, hist_mask)
         pairs = [self.prompt(h, c) for h, cands in zip(histories, candidates) for c in cands]
-        longest = max(len(ids) for ids, _ in pairs)
-        input_ids = np.full((len(pairs), longest), self.pad_id, dtype=np.int64)
-        types = np.zeros((len(pairs), longest), dtype=np.int64)
-        mask = np.zeros((len(pairs), longest), dtype=np.int64)
-        for row, (ids, tt) in enumerate(pairs):
-            input_ids[row, : len(ids)] = ids
-            types[row, : len(tt)] = tt
-            mask[row, : len(ids)] = 1
-        return Batch(torch.from_numpy(input_ids), torch.from_numpy(mask), torch.from_numpy(types),
-                     torch.as_tensor(np.asarray(target_index), dtype=torch.long), n_candidates)
+        ids, mask, types = pad([p[0] for p in pairs], self.pad_id, [p[1] for p in pairs])
+        return Batch(ids, mask, types, target, n_candidates)
 
     def prompt_length(self, history: Sequence[int], candidate: int) -> int:
         return len(self.prompt(history, candidate)[0])

@@ -1,10 +1,16 @@
-"""The scorer of DESIGN.md section 3: encoder -> pooler -> linear score, trained as multiple choice.
+"""The scorer of DESIGN.md section 3, trained as multiple choice.
 
-    prompt tokens (N, T) -> encoder with LoRA -> hidden states H (N, T, d)
+encoding "pair" (the paper's cross-encoder):
+    prompt tokens [CLS] history [SEP] candidate [SEP] (N, T) -> encoder with LoRA -> H (N, T, d)
       -> pool: first token ("cls", the paper's) or the masked mean ("mean", MiniLM's own pooling)
       -> dropout -> dense d->d -> GELU -> dropout -> linear d->1 = score (N,)
-One example is one user's C candidate prompts; the loss is the cross-entropy of the softmax over
-its C scores against the target's position.
+encoding "separate" (two towers, one shared encoder with LoRA; the README says why it exists):
+    history (B, Th) and candidate titles (B*C, Tc), each [CLS] text [SEP], encoded apart
+      -> masked mean -> x + dense(x) (dense started at zero) -> unit length
+      -> score = scale * cosine(history, candidate), scale learnable (start 20)
+    At the start this is exactly the text-similarity reference row.
+One example is one user's C candidates; the loss is the cross-entropy of the softmax over its C
+scores against the target's position.
 """
 
 from __future__ import annotations
@@ -20,10 +26,12 @@ from torch import nn
 from .backbones import Backbone
 
 POOLINGS = ("cls", "mean", "segment_cosine")
+ENCODINGS = ("pair", "separate")
 
 
 @dataclass
 class ScorerConfig:
+    encoding: str = "pair"
     pooling: str = "cls"
     dropout: float = 0.1
     lora_rank: int = 16
@@ -34,6 +42,8 @@ class ScorerConfig:
     def __post_init__(self):
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,6 +98,28 @@ class ScoringHead(nn.Module):
         return score
 
 
+class TwoTowerHead(nn.Module):
+    """Scores candidates by the scaled cosine of mean-pooled history and candidate encodings."""
+
+    def __init__(self, hidden_size: int, dropout: float = 0.1, scale: float = 20.0):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.dense = nn.Linear(hidden_size, hidden_size)  # residual projection, started at zero
+        nn.init.zeros_(self.dense.weight)
+        nn.init.zeros_(self.dense.bias)
+        self.scale = nn.Parameter(torch.tensor(float(scale)))
+
+    def embed(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        x = pool(hidden, attention_mask, "mean")  # (N, d)
+        return F.normalize(x + self.dense(self.dropout(x)), dim=-1)
+
+    def forward(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """history (B, d), candidates (B*C, d), both unit length -> scores (B*C,)."""
+        b = history.shape[0]
+        per_example = candidates.view(b, -1, candidates.shape[-1])  # (B, C, d)
+        return (self.scale * torch.einsum("bd,bcd->bc", history, per_example)).reshape(-1)
+
+
 class Scorer(nn.Module):
     """A frozen backbone with a LoRA adapter (trainable), and a scoring head (trainable)."""
 
@@ -106,9 +138,19 @@ class Scorer(nn.Module):
             bias="none",
         )
         self.encoder = get_peft_model(backbone.model, lora, adapter_name=adapter_name)  # freezes the rest
-        self.head = ScoringHead(backbone.hidden_size, self.config.pooling, self.config.dropout)
+        if self.config.encoding == "pair":
+            self.head = ScoringHead(backbone.hidden_size, self.config.pooling, self.config.dropout)
+        else:
+            self.head = TwoTowerHead(backbone.hidden_size, self.config.dropout)
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, history_input_ids=None,
+                history_attention_mask=None) -> torch.Tensor:
+        """Pair: the prompts (N, T). Separate: the histories (B, Th) and the candidates (B*C, Tc) as
+        input_ids. Returns (N,) or (B*C,) scores, example-major."""
+        if self.config.encoding == "separate":
+            h = self.encoder(input_ids=history_input_ids, attention_mask=history_attention_mask).last_hidden_state
+            c = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return self.head(self.head.embed(h, history_attention_mask), self.head.embed(c, attention_mask))
         kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         return self.head(hidden, attention_mask, token_type_ids)  # (N,)
