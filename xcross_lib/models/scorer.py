@@ -7,7 +7,7 @@ encoding "pair" (the paper's cross-encoder):
 encoding "separate" (two towers, one shared encoder with LoRA; the README says why it exists):
     history (B, Th) and candidate titles (B*C, Tc), each [CLS] text [SEP], encoded apart
       -> masked mean -> x + dense(x) (dense started at zero) -> unit length
-      -> score = scale * cosine(history, candidate), scale learnable (start 20)
+      -> score = scale * cosine(history, candidate), scale learnable (start: cosine_scale)
     At the start this is exactly the text-similarity reference row.
 One example is one user's C candidates; the loss is the cross-entropy of the softmax over its C
 scores against the target's position.
@@ -38,6 +38,7 @@ class ScorerConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.1
     lora_targets: list[str] | None = None  # None: the backbone's query and value projections
+    cosine_scale: float = 2.0  # start of the learnable cosine scale (separate, segment_cosine)
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
@@ -71,18 +72,18 @@ class ScoringHead(nn.Module):
     """Pooler and linear scorer over an encoder's last hidden states.
 
     pooling "segment_cosine" adds `scale * cos(history, candidate)` (segment means of the joint
-    pass, scale learnable, start 20) to the scorer, whose last layer then starts at zero: the model
+    pass, scale learnable) to the scorer, whose last layer then starts at zero: the model
     starts as a text-similarity ranker instead of a random one.
     """
 
-    def __init__(self, hidden_size: int, pooling: str = "cls", dropout: float = 0.1):
+    def __init__(self, hidden_size: int, pooling: str = "cls", dropout: float = 0.1, cosine_scale: float = 2.0):
         super().__init__()
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(hidden_size, hidden_size)  # the pooler's d -> d
         self.score = nn.Linear(hidden_size, 1)
         if pooling == "segment_cosine":
-            self.cosine_scale = nn.Parameter(torch.tensor(20.0))
+            self.cosine_scale = nn.Parameter(torch.tensor(float(cosine_scale)))
             nn.init.zeros_(self.score.weight)
             nn.init.zeros_(self.score.bias)
 
@@ -101,7 +102,7 @@ class ScoringHead(nn.Module):
 class TwoTowerHead(nn.Module):
     """Scores candidates by the scaled cosine of mean-pooled history and candidate encodings."""
 
-    def __init__(self, hidden_size: int, dropout: float = 0.1, scale: float = 20.0):
+    def __init__(self, hidden_size: int, dropout: float = 0.1, scale: float = 2.0):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(hidden_size, hidden_size)  # residual projection, started at zero
@@ -139,9 +140,9 @@ class Scorer(nn.Module):
         )
         self.encoder = get_peft_model(backbone.model, lora, adapter_name=adapter_name)  # freezes the rest
         if self.config.encoding == "pair":
-            self.head = ScoringHead(backbone.hidden_size, self.config.pooling, self.config.dropout)
+            self.head = ScoringHead(backbone.hidden_size, self.config.pooling, self.config.dropout, self.config.cosine_scale)
         else:
-            self.head = TwoTowerHead(backbone.hidden_size, self.config.dropout)
+            self.head = TwoTowerHead(backbone.hidden_size, self.config.dropout, self.config.cosine_scale)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, history_input_ids=None,
                 history_attention_mask=None) -> torch.Tensor:
