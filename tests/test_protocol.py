@@ -55,7 +55,7 @@ def test_candidates_exclude_the_sequence_and_hold_the_target():
     popularity = np.array([5, 0, 3, 1, 1, 2, 4, 1, 1, 1])
     seq = [0, 2, 6]  # target 6
     for seed in range(20):
-        cands, t = sample_candidates(seq, popularity, np.random.default_rng(seed), n_candidates=6)
+        cands, t = sample_candidates(seq[-1], seq, popularity, np.random.default_rng(seed), n_candidates=6)
         assert cands[t] == 6 and len(cands) == 6 and len(set(cands)) == 6
         negatives = [c for k, c in enumerate(cands) if k != t]
         assert not set(negatives) & set(seq)
@@ -66,7 +66,7 @@ def test_negatives_follow_popularity():
     # items 1 and 2 have weights 1 and 9; one negative per draw
     popularity = np.array([1, 1, 9])
     rng = np.random.default_rng(0)
-    draws = [sample_candidates([0], popularity, rng, n_candidates=2) for _ in range(4000)]
+    draws = [sample_candidates(0, [0], popularity, rng, n_candidates=2) for _ in range(4000)]
     share_2 = np.mean([c[1 - t] == 2 for c, t in draws])
     assert abs(share_2 - 0.9) < 0.02
     targets_first = np.mean([t == 0 for _, t in draws])
@@ -75,7 +75,7 @@ def test_negatives_follow_popularity():
 
 def test_too_few_items_for_negatives_is_a_clear_error():
     with pytest.raises(DataError, match="negatives are needed"):
-        sample_candidates([0, 1], np.array([1, 1, 1, 1]), np.random.default_rng(0), n_candidates=30)
+        sample_candidates(1, [0, 1], np.array([1, 1, 1, 1]), np.random.default_rng(0), n_candidates=30)
 
 
 def test_candidate_files_are_byte_identical_for_a_seed(tmp_path):
@@ -109,3 +109,17 @@ def test_split_deviation_by_hand():
 
     assert split_deviation({"train": 6, "validation": 2, "test": 2}) == 0
     assert split_deviation({"train": 7, "validation": 2, "test": 2}) == pytest.approx(0.4)  # 7 vs 6.6
+
+
+def test_prefix_examples_by_hand():
+    from xcross_lib.data.protocol import prefix_examples
+
+    sequences = {7: [0, 1, 2, 3, 4, 5], 8: [1, 2, 3, 4]}
+    popularity = np.ones(20, dtype=np.int64)
+    frame = prefix_examples(sequences, [7, 8], popularity, seed=0, min_history=4, n_candidates=5)
+    # user 7: prefixes of 4 and 5 items predict items 4 and 5; user 8 has no prefix of 4 with a next item
+    assert frame["user"].tolist() == [7, 7] and frame["target"].tolist() == [4, 5]
+    assert frame["history"].tolist() == [[0, 1, 2, 3], [0, 1, 2, 3, 4]]
+    for row in frame.itertuples():
+        assert row.candidates[row.target_index] == row.target
+        assert not (set(row.candidates) - {row.target}) & set(sequences[7])  # later items excluded too

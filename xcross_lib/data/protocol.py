@@ -91,12 +91,13 @@ def item_popularity(sequences: Mapping[int, Sequence[int]], users: Iterable[int]
 
 
 def sample_candidates(
-    sequence: Sequence[int], popularity: np.ndarray, rng: np.random.Generator, n_candidates: int = N_CANDIDATES
+    target: int, exclude: Sequence[int], popularity: np.ndarray, rng: np.random.Generator,
+    n_candidates: int = N_CANDIDATES,
 ) -> tuple[list[int], int]:
-    """The target (last item) and n_candidates - 1 popularity-sampled negatives outside the
-    sequence, in a random order. Returns (candidates, index of the target)."""
+    """The target and n_candidates - 1 popularity-sampled negatives outside `exclude` (the user's
+    sequence), in a random order. Returns (candidates, index of the target)."""
     weights = popularity.astype(np.float64)
-    weights[np.asarray(sequence, dtype=np.int64)] = 0.0
+    weights[np.asarray(list(exclude) + [target], dtype=np.int64)] = 0.0
     n_neg = n_candidates - 1
     if np.count_nonzero(weights) < n_neg:
         raise DataError(
@@ -106,7 +107,7 @@ def sample_candidates(
     negatives = rng.choice(len(weights), size=n_neg, replace=False, p=weights / weights.sum())
     target_index = int(rng.integers(n_candidates))
     candidates = [int(i) for i in negatives]
-    candidates.insert(target_index, int(sequence[-1]))
+    candidates.insert(target_index, int(target))
     return candidates, target_index
 
 
@@ -129,7 +130,7 @@ def make_candidates(
     users = [(int(u), name) for name in SPLITS for u in split[name]]
     for user, name in tqdm(users, desc="candidates", disable=not progress, leave=False):
         seq = sequences[user]
-        cands, t = sample_candidates(seq, popularity, np.random.default_rng([seed, 3, user]), n_candidates)
+        cands, t = sample_candidates(seq[-1], seq, popularity, np.random.default_rng([seed, 3, user]), n_candidates)
         rows.append((user, name, list(seq[:-1]), int(seq[-1]), cands, t))
     frame = pd.DataFrame(rows, columns=["user", "split", "history", "target", "candidates", "target_index"])
     return frame.sort_values("user", ignore_index=True)
@@ -184,3 +185,25 @@ def split_deviation(sizes: Mapping[str, int], ratios: Sequence[int] = SPLIT_RATI
     """Largest distance, in users, of a split's part sizes from their exact 3:1:1 shares."""
     n = sum(sizes[s] for s in SPLITS)
     return max(abs(sizes[s] - n * r / sum(ratios)) for s, r in zip(SPLITS, ratios))
+
+
+def prefix_examples(
+    sequences: Mapping[int, Sequence[int]],
+    users: Iterable[int],
+    popularity: np.ndarray,
+    seed: int,
+    min_history: int = 4,
+    n_candidates: int = N_CANDIDATES,
+) -> pd.DataFrame:
+    """More training examples per user: every prefix with at least `min_history` items predicts
+    the item after it (the last item included). Negatives are drawn as for the evaluation lists
+    (by popularity, outside the user's whole sequence), seeded by (seed, user, position).
+    Columns as make_candidates, with `position` (index of the target in the sequence)."""
+    rows = []
+    for user in users:
+        seq = list(sequences[int(user)])
+        for pos in range(min_history, len(seq)):
+            rng = np.random.default_rng([seed, 4, int(user), pos])
+            cands, t = sample_candidates(seq[pos], seq, popularity, rng, n_candidates)
+            rows.append((int(user), "train", seq[:pos], seq[pos], cands, t, pos))
+    return pd.DataFrame(rows, columns=["user", "split", "history", "target", "candidates", "target_index", "position"])
