@@ -95,13 +95,16 @@ def test_every_notebook_has_a_parameters_cell():
 def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("XCROSS_OUTPUTS_DIR", str(tmp_path / "out"))
     common = {"data_dir": str(tiny_data_dir), "max_length": 64}
-    for domain in ("Tools", "Sports"):
+    for domain, prefixes, encoding in (("Tools", None, "pair"), ("Sports", 4, "separate")):
         run.run_notebook("01_source_lora", {**common, "domain": domain, "backbone": "tiny-bert", "n_train_users": 12,
-                                            "n_val_users": 8, "n_test_users": 8, "train_candidates": 4, "bf16": False},
+                                            "n_val_users": 8, "n_test_users": 8, "train_candidates": 4, "bf16": False,
+                                            "prefix_min_history": prefixes, "encoding": encoding},
                          profile="smoke", output=tmp_path / f"01-{domain}.ipynb", progress=False)
         source = tmp_path / "out" / "sources" / domain
         record = json.loads((source / "source.json").read_text())
         assert record["n_train_users"] == 12 and record["backbone"] == "tiny-bert" and len(record["curve"]) >= 1
+        assert record["scorer"]["encoding"] == encoding
+        assert (record["n_train_examples"] > 12) == (prefixes is not None)
         results = pd.read_csv(source / "test_results.csv")
         assert results["model"].tolist() == [f"{domain} LoRA", "random", "popularity", "text similarity"]
     run.run_notebook("02_zero_shot", {**common, "sources": "Tools,Sports", "targets": "Tools,Sports",

@@ -11,6 +11,7 @@ import torch
 from .baselines import popularity_scores, random_scores, text_similarity_scores
 from .data import load_domain, prepare_protocol
 from .data.encoding import PromptEncoder
+from .data.protocol import item_popularity, prefix_examples
 from .metrics import paired_ttest, per_user_metrics, summarize
 from .models import Scorer, ScorerConfig, load_backbone
 from .models.source import load_source, save_source
@@ -81,8 +82,11 @@ def train_source_model(
     out_dir: str | Path | None = None,
     command: str = "",
     progress: bool = True,
+    prefix_min_history: int | None = None,
 ):
-    """Train one domain's LoRA scorer and save it (adapter, head, record) under out_dir."""
+    """Train one domain's LoRA scorer and save it (adapter, head, record) under out_dir.
+    prefix_min_history: also train on every prefix of that many items or more of each training
+    user (more examples per user); None trains on one example per user, as evaluated."""
     train_config = train_config or TrainConfig()
     scorer_config = scorer_config or ScorerConfig()
     out_dir = Path(out_dir or outputs_dir() / "sources" / data.domain.name)
@@ -91,12 +95,18 @@ def train_source_model(
     model = Scorer(backbone, scorer_config)
     encoder = PromptEncoder(backbone.tokenizer, data.domain.titles, train_config.max_length, scorer_config.encoding)
     train = seeded_subset(data.frames["train"], n_train_users, train_config.seed)
+    if prefix_min_history is not None:
+        popularity = item_popularity(data.domain.sequences, data.frames["train"]["user"], 1 + max(data.domain.asins))
+        train = prefix_examples(data.domain.sequences, train["user"], popularity, train_config.seed,
+                                prefix_min_history, len(train["candidates"].iloc[0]))
     val = seeded_subset(data.frames["validation"], n_val_users, train_config.seed)
     result = train_scorer(model, encoder, train, val, train_config, out_dir / "run", progress=progress)
     record = {
         "domain": data.domain.name,
         "train_config": train_config.to_dict(),
-        "n_train_users": len(train),
+        "n_train_users": int(train["user"].nunique()),
+        "n_train_examples": len(train),
+        "prefix_min_history": prefix_min_history,
         "n_val_users": len(val),
         "data_fingerprint": data.domain.fingerprint,
         "candidates_sha256": data.protocol.info["candidates_sha256"],
