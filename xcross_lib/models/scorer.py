@@ -121,7 +121,23 @@ class TwoTowerHead(nn.Module):
         return (self.scale * torch.einsum("bd,bcd->bc", history, per_example)).reshape(-1)
 
 
-class Scorer(nn.Module):
+class TrainableState:
+    """Checkpoints of what trains: the parameters with requires_grad."""
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.named_parameters() if v.requires_grad}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        params = dict(self.named_parameters())
+        missing = [k for k, v in params.items() if v.requires_grad and k not in state]
+        if missing:
+            raise KeyError(f"checkpoint lacks {len(missing)} trainable tensors, e.g. {missing[0]}")
+        with torch.no_grad():
+            for k, v in state.items():
+                params[k].copy_(v)
+
+
+class Scorer(TrainableState, nn.Module):
     """A frozen backbone with a LoRA adapter (trainable), and a scoring head (trainable)."""
 
     def __init__(self, backbone: Backbone, config: ScorerConfig | None = None, adapter_name: str = "default"):
@@ -156,18 +172,6 @@ class Scorer(nn.Module):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         return self.head(hidden, attention_mask, token_type_ids)  # (N,)
 
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        """LoRA and head parameters only: what a checkpoint needs."""
-        return {k: v.detach().clone() for k, v in self.named_parameters() if v.requires_grad}
-
-    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
-        params = dict(self.named_parameters())
-        missing = [k for k, v in params.items() if v.requires_grad and k not in state]
-        if missing:
-            raise KeyError(f"checkpoint lacks {len(missing)} trainable tensors, e.g. {missing[0]}")
-        with torch.no_grad():
-            for k, v in state.items():
-                params[k].copy_(v)
 
 
 def multiple_choice_loss(scores: torch.Tensor, n_candidates: int, target_index: torch.Tensor) -> torch.Tensor:
