@@ -21,6 +21,21 @@ from .training import TrainConfig, evaluate_scorer, train_scorer
 from .training.trainer import bf16_available
 
 
+CHECK_SLICE_USERS = 50
+
+
+def ship_source(domain: str, output_dir=None) -> Path:
+    """Copy a trained source model (adapter, head, record; no checkpoints) to outputs/reference/sources/."""
+    import shutil
+
+    src = outputs_dir(output_dir) / "sources" / domain
+    dest = outputs_dir(output_dir) / "reference" / "sources" / domain
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("adapter_config.json", "adapter_model.safetensors", "head.safetensors", "source.json"):
+        shutil.copy2(src / name, dest / name)
+    return dest
+
+
 def seeded_subset(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     """n rows chosen with a seed (all rows when n is None or too large), in user order."""
     if n is None or n >= len(frame):
@@ -90,6 +105,7 @@ def train_source_model(
     train_config = train_config or TrainConfig()
     scorer_config = scorer_config or ScorerConfig()
     out_dir = Path(out_dir or outputs_dir() / "sources" / data.domain.name)
+    commit, started_at = git_commit(), now_utc()  # the code that trains, not what is checked out at the end
     torch.manual_seed(train_config.seed)
     backbone = load_backbone(backbone_name, seed=train_config.seed)
     model = Scorer(backbone, scorer_config)
@@ -101,6 +117,9 @@ def train_source_model(
                                 prefix_min_history, len(train["candidates"].iloc[0]))
     val = seeded_subset(data.frames["validation"], n_val_users, train_config.seed)
     result = train_scorer(model, encoder, train, val, train_config, out_dir / "run", progress=progress)
+    # a small slice scored in float32, for tests that check a shipped model against its record
+    check = val.head(CHECK_SLICE_USERS)
+    check_metrics = evaluate_scorer(model, encoder, check, bf16=False, progress=False)
     record = {
         "domain": data.domain.name,
         "train_config": train_config.to_dict(),
@@ -115,8 +134,11 @@ def train_source_model(
         "curve": result.curve.to_dict("records"),
         "validation": result.validation.to_dict("records"),
         "wall_s": round(result.wall_s, 1),
+        "check_slice": {"split": "validation", "max_length": train_config.max_length,
+                        "users": check_metrics["user"].tolist(), "rank": check_metrics["rank"].tolist()},
         "command": command,
-        "commit": git_commit(),
+        "commit": commit,
+        "started_at": started_at,
         "produced_at": now_utc(),
     }
     save_source(model, out_dir, record)
