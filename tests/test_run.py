@@ -95,7 +95,7 @@ def test_every_notebook_has_a_parameters_cell():
 def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("XCROSS_OUTPUTS_DIR", str(tmp_path / "out"))
     common = {"data_dir": str(tiny_data_dir), "max_length": 64}
-    for domain, prefixes, encoding in (("Tools", None, "pair"), ("Sports", 4, "separate")):
+    for domain, prefixes, encoding in (("Tools", None, "pair"), ("Sports", 4, "pair")):
         run.run_notebook("01_source_lora", {**common, "domain": domain, "backbone": "tiny-bert", "n_train_users": 12,
                                             "n_val_users": 8, "n_test_users": 8, "train_candidates": 4, "bf16": False,
                                             "prefix_min_history": prefixes, "encoding": encoding},
@@ -114,6 +114,15 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     assert len(matrix) == 8 and set(matrix["split"]) == {"test", "validation"} and (matrix["n_users"] == 8).all()
     top = json.loads((tmp_path / "out" / "zero_shot" / "top_sources.json").read_text())
     assert top == {"Sports": ["Tools"], "Tools": ["Sports"]}  # only the other domain can be chosen
+    run.run_notebook("03_xcross", {**common, "target": "Toys", "sources": "Tools,Sports", "n_train_users": 8,
+                                   "n_val_users": 8, "n_test_users": 8, "train_candidates": 4, "bf16": False,
+                                   "top_k_layers": 2},
+                     profile="smoke", output=tmp_path / "03.ipynb", progress=False)
+    xdir = tmp_path / "out" / "xcross" / "Toys-Tools+Sports-full-K2"
+    table = pd.read_csv(xdir / "test_results.csv")
+    assert table["model"].tolist()[:4] == ["X-Cross", "X-Cross untrained (average)", "Tools (zero-shot)", "Sports (zero-shot)"]
+    factors = pd.read_parquet(xdir / "factors.parquet")
+    assert set(factors["point"]) == {"encoder_layer_1", "encoder_layer_2"} and len(factors) == 8 * 2 * 2
 
 
 @pytest.mark.unit

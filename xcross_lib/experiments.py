@@ -193,3 +193,58 @@ def zero_shot(sources, target_data: dict[str, DomainData], n_test_users: int, n_
             evaluate_source(source, target_data[target], frame, max_length).to_parquet(path)
         per_user[(source, target, split)] = pd.read_parquet(path)
     return ZeroShotResults(per_user)
+
+
+# -- X-Cross ----------------------------------------------------------------------------------------
+
+def resolve_sources(sources, target: str, output_dir=None) -> list[str]:
+    """A list of domains, a comma-separated string, or "auto": the top-2 of the zero-shot notebook."""
+    import json
+
+    from .data import resolve_domains
+
+    if isinstance(sources, str) and sources.strip().lower() == "auto":
+        path = outputs_dir(output_dir) / "zero_shot" / "top_sources.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"sources='auto' needs {path}: run notebooks/02_zero_shot.ipynb first, or name the sources")
+        return list(json.loads(path.read_text())[target])
+    names = resolve_domains(sources)
+    if target in names:
+        raise ValueError(f"the target {target} cannot be one of its own sources")
+    return names
+
+
+def build_xcross(source_names: list[str], xcross_config, head_from: int = 0):
+    """X-Cross over freshly loaded source models, on a fresh copy of their backbone."""
+    from .models.xcross import XCross
+
+    sources = [load_source(name) for name in source_names]
+    return XCross(load_backbone(sources[0].backbone_name), sources, xcross_config, head_from=head_from)
+
+
+def factor_table(model, encoder: PromptEncoder, frame: pd.DataFrame, batch_users: int = 8) -> pd.DataFrame:
+    """Per example, encoder pass, integration point and ordered pair (i, j): alpha_ij and beta_ij
+    averaged over the tokens of the example's sequences. Pass 0 is the prompt (pair encoding) or
+    the history (separate encoding); pass 1 the candidates (separate encoding)."""
+    from .training.evaluate import score_candidates
+
+    rows = []
+    model.record = True
+    try:
+        for start in range(0, len(frame), batch_users):
+            sub = frame.iloc[start : start + batch_users]
+            model.recorded = []
+            score_candidates(model, encoder, sub, batch_users=len(sub), progress=False)
+            for pass_index, points in enumerate(model.recorded):
+                for point, (alpha, beta) in points.items():  # (sequences, n, n-1)
+                    per = alpha.shape[0] // len(sub)
+                    a = alpha.view(len(sub), per, *alpha.shape[1:]).mean(1)  # (examples, n, n-1)
+                    b = beta.view(len(sub), per, *beta.shape[1:]).mean(1)
+                    n = a.shape[1]
+                    for k, user in enumerate(sub["user"]):
+                        for i in range(n):
+                            for jj, j in enumerate(j for j in range(n) if j != i):
+                                rows.append((int(user), pass_index, point, i, j, float(a[k, i, jj]), float(b[k, i, jj])))
+    finally:
+        model.record, model.recorded = False, []
+    return pd.DataFrame(rows, columns=["user", "pass", "point", "i", "j", "alpha", "beta"])
