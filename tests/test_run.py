@@ -123,6 +123,24 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     assert table["model"].tolist()[:4] == ["X-Cross", "X-Cross untrained (average)", "Tools (zero-shot)", "Sports (zero-shot)"]
     factors = pd.read_parquet(xdir / "factors.parquet")
     assert set(factors["point"]) == {"encoder_layer_1", "encoder_layer_2"} and len(factors) == 8 * 2 * 2
+    info = json.loads((xdir / "xcross.json").read_text())
+    assert info["sources"] == ["Tools", "Sports"] and info["parameters"]["integrators"] == 2 * (2 * 32 * 4)
+
+    executed = run.run_notebook("08_integrator_weights", {}, output=tmp_path / "08.ipynb", progress=False)
+    nb = nbformat.read(executed, as_version=4)
+    assert "widgets" in json.dumps(nb.metadata) or any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                                                       for c in nb.cells for o in c.get("outputs", []))
+
+    small = {**common, "target": "Toys", "sources": "Tools,Sports", "n_train_users": 6, "n_val_users": 6,
+             "n_test_users": 8, "train_candidates": 4, "bf16": False}
+    run.run_notebook("05_ablation", {**small, "top_k_layers": 1}, profile="smoke", output=tmp_path / "05.ipynb", progress=False)
+    ablation = pd.read_csv(tmp_path / "out" / "xcross" / "Toys-Tools+Sports-ablation.csv")
+    assert ablation["model"].tolist() == ["X-Cross", "X-Cross -layers", "X-Cross -interactions", "X-Cross -experts"]
+    assert ablation["p (X-Cross vs this, hit@1)"].iloc[1:].between(0, 1).all()
+    run.run_notebook("06_layer_sweep", {**small, "k_values": [1, "all"]}, profile="smoke", output=tmp_path / "06.ipynb",
+                     progress=False)
+    sweep = pd.read_csv(tmp_path / "out" / "xcross" / "Toys-Tools+Sports-layer-sweep.csv")
+    assert sweep["K"].tolist() == [1, 3] and sweep["trainable"].is_monotonic_increasing
 
 
 @pytest.mark.unit

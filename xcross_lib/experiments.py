@@ -16,7 +16,7 @@ from .metrics import paired_ttest, per_user_metrics, summarize
 from .models import Scorer, ScorerConfig, load_backbone
 from .models.source import load_source, save_source
 from .paths import outputs_dir
-from .provenance import git_commit, now_utc
+from .provenance import git_commit, now_utc, write_json_atomic
 from .training import TrainConfig, evaluate_scorer, train_scorer
 from .training.trainer import bf16_available
 
@@ -248,3 +248,42 @@ def factor_table(model, encoder: PromptEncoder, frame: pd.DataFrame, batch_users
     finally:
         model.record, model.recorded = False, []
     return pd.DataFrame(rows, columns=["user", "pass", "point", "i", "j", "alpha", "beta"])
+
+
+@dataclass
+class XCrossRun:
+    model: object
+    encoder: PromptEncoder
+    result: object  # TrainResult
+    per_user: pd.DataFrame  # test metrics of the trained model
+    untrained: pd.DataFrame | None  # test metrics with every W at zero (the streams' average)
+    out: Path
+
+
+def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_config: TrainConfig,
+               train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out: Path, head_from: int = 0,
+               with_untrained: bool = True, progress: bool = True) -> XCrossRun:
+    """Build X-Cross over the sources, train it on `train`, score `test`; results saved under out
+    (test_per_user.parquet); an interrupted run resumes from its checkpoint, a finished one is not trained again."""
+    out = Path(out)
+    model = build_xcross(source_names, xcross_config, head_from)
+    encoder = PromptEncoder(model.tokenizer, data.domain.titles, train_config.max_length, model.scorer_config.encoding)
+    untrained = evaluate_scorer(model, encoder, test, progress=False) if with_untrained else None
+    result = train_scorer(model, encoder, train, val, train_config, out / "run", progress=progress)
+    per_user = evaluate_scorer(model, encoder, test, bf16=result.bf16, progress=False)
+    out.mkdir(parents=True, exist_ok=True)
+    per_user.to_parquet(out / "test_per_user.parquet")
+    write_json_atomic(out / "xcross.json", {
+        "target": data.domain.name, "sources": source_names, "head_from": source_names[head_from],
+        "xcross": xcross_config.to_dict(), "train_config": train_config.to_dict(), "n_train_users": len(train),
+        "n_test_users": len(test), "parameters": model.parameter_counts(), "wall_s": round(result.wall_s, 1),
+        "commit": git_commit(), "produced_at": now_utc(),
+    })
+    return XCrossRun(model, encoder, result, per_user, untrained, out)
+
+
+def best_source_index(source_names: list[str], data: DomainData, val: pd.DataFrame, max_length: int) -> tuple[int, dict]:
+    """Index of the source with the best validation Hit@1 on the target, and every source's frame."""
+    frames = {s: evaluate_source(s, data, val, max_length) for s in source_names}
+    best = max(range(len(source_names)), key=lambda i: frames[source_names[i]]["hit@1"].mean())
+    return best, frames
