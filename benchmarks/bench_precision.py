@@ -1,6 +1,7 @@
 """bf16 autocast against float32 for the source scorer: training step and evaluation, same batch.
 
     .venv/bin/python benchmarks/bench_precision.py [--backbone minilm] [--users 4] [--candidates 30]
+    .venv/bin/python benchmarks/bench_precision.py --source Tools --test-users 500   # a trained source model
 
 Prints one JSON line per figure, then a short table. Ratios are measured in one run on one machine;
 absolute seconds depend on the machine and on what else it is doing.
@@ -41,6 +42,32 @@ def timed(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
+def compare_on_test(source: str, n_users: int) -> None:
+    """Test Hit@1 of a trained source model on its own domain's seeded test subset, float32 and bf16."""
+    from xcross_lib.experiments import DomainData, seeded_subset
+    from xcross_lib.metrics import paired_ttest, standard_error, summarize
+    from xcross_lib.models.source import load_source, read_record
+    from xcross_lib.training import evaluate_scorer
+
+    record = read_record(source)
+    data = DomainData.load(record["domain"], seed=record["train_config"]["seed"])
+    test = seeded_subset(data.frames["test"], n_users, record["train_config"]["seed"])
+    model = load_source(source)
+    encoder = PromptEncoder(model.tokenizer, data.domain.titles, record["train_config"]["max_length"], model.config.encoding)
+    results = {}
+    for name, bf16 in (("float32", False), ("bf16", True)):
+        start = time.perf_counter()
+        results[name] = evaluate_scorer(model, encoder, test, bf16=bf16, progress=False)
+        results[name + "_s"] = time.perf_counter() - start
+    a, b = results["float32"], results["bf16"]
+    print(json.dumps({"figure": "trained_source_test", "source": source, "users": len(test),
+                      "hit1_float32": round(summarize(a)["hit@1"], 2), "hit1_bf16": round(summarize(b)["hit@1"], 2),
+                      "hit1_standard_error": round(standard_error(a), 2),
+                      "same_rank_share": round(float((a["rank"] == b["rank"]).mean()), 4),
+                      "paired_p": round(paired_ttest(a, b).p_value, 4),
+                      "float32_s": round(results["float32_s"], 1), "bf16_s": round(results["bf16_s"], 1)}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="minilm")
@@ -48,8 +75,12 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=30)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--source", default=None, help="also evaluate this trained source model in both precisions")
+    parser.add_argument("--test-users", type=int, default=500)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    if args.source:
+        compare_on_test(args.source, args.test_users)
     torch.manual_seed(0)
     backbone = load_backbone(args.backbone)
     model = Scorer(backbone, ScorerConfig(pooling="mean"))
