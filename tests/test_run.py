@@ -47,6 +47,7 @@ def test_unknown_notebook_and_cli_errors(capsys):
 def test_cli_values_parse_as_yaml():
     assert run._parse_value("0.4") == 0.4 and run._parse_value("Tools") == "Tools"
     assert run._parse_value("[Tools, Toys]") == ["Tools", "Toys"] and run._parse_value("null") is None
+    assert run._parse_value("2e-4") == 2e-4 and run._parse_value("1") == 1 and run._parse_value("true") is True
 
 
 @pytest.mark.smoke

@@ -181,3 +181,13 @@ def test_untrained_separate_encoding_is_the_text_similarity_row(tiny_task):
     scores = score_candidates(model, enc, test, bf16=False, progress=False)
     reference = text_similarity_scores(reference_model, enc, test, progress=False)
     np.testing.assert_allclose(scores, 2.0 * reference, atol=1e-5)
+
+
+def test_train_config_reads_numbers_written_as_strings_and_refuses_nonsense():
+    assert TrainConfig(learning_rate="2e-4").learning_rate == 2e-4
+    with pytest.raises(ValueError, match="learning_rate must be a number"):
+        TrainConfig(learning_rate="fast")
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="bf16 must be"):
+        TrainConfig(bf16="yes")

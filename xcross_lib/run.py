@@ -145,7 +145,13 @@ def _kernel_sees_this_environment() -> None:
 
 
 def _parse_value(text: str):
-    """-p values as YAML scalars or lists: 0 -> int, 0.4 -> float, null -> None, [a, b] -> list."""
+    """-p values as YAML scalars or lists: 0 -> int, 0.4 and 2e-4 -> float, null -> None, [a, b] -> list.
+    (PyYAML reads 2e-4, without a dot, as a string; numbers are tried first.)"""
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:

@@ -49,6 +49,20 @@ class TrainConfig:
     checkpoint_every: int = 200  # optimizer steps
     log_every: int = 10  # optimizer steps per learning-curve point
 
+    def __post_init__(self):
+        for name in ("learning_rate", "weight_decay", "warmup_ratio"):
+            value = getattr(self, name)
+            if isinstance(value, str):  # "2e-4" from a YAML file reads as a string
+                try:
+                    setattr(self, name, float(value))
+                except ValueError:
+                    raise ValueError(f"{name} must be a number, got {value!r}") from None
+        for name in ("epochs", "batch_size", "grad_accumulation", "train_candidates", "max_length"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.bf16 not in (True, False, "auto"):
+            raise ValueError(f"bf16 must be true, false or 'auto', got {self.bf16!r}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
