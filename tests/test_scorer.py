@@ -1,5 +1,6 @@
 """The scorer on tiny models: loss by hand, what trains, save/load, resume, prompt ids."""
 
+import json
 import math
 
 import numpy as np
@@ -80,6 +81,9 @@ def test_save_and_load_give_identical_scores(tiny_task, tmp_path):
     test = frame[frame["split"] == "test"]
     before = score_candidates(model, enc, test, bf16=False, progress=False)
     save_source(model, tmp_path / "Tools", {"data_fingerprint": "abc"})
+    adapter_config = json.loads((tmp_path / "Tools" / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == "tiny-bert"  # no machine path in shipped files
+    assert not (tmp_path / "Tools" / "README.md").exists()
     loaded = load_source(tmp_path / "Tools")
     after = score_candidates(loaded, enc, test, bf16=False, progress=False)
     np.testing.assert_array_equal(before, after)

@@ -26,13 +26,17 @@ CHECK_SLICE_USERS = 50
 
 def ship_source(domain: str, output_dir=None) -> Path:
     """Copy a trained source model (adapter, head, record; no checkpoints) to outputs/reference/sources/."""
+    import json
     import shutil
+
+    from .models.source import portable_adapter_config
 
     src = outputs_dir(output_dir) / "sources" / domain
     dest = outputs_dir(output_dir) / "reference" / "sources" / domain
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("adapter_config.json", "adapter_model.safetensors", "head.safetensors", "source.json"):
         shutil.copy2(src / name, dest / name)
+    portable_adapter_config(dest, json.loads((src / "source.json").read_text())["backbone"])
     return dest
 
 
@@ -75,14 +79,16 @@ def reference_rows(data: DomainData, test: pd.DataFrame, max_length: int = 256, 
     return {k: per_user_metrics(s, test["target_index"].to_numpy(), test["user"].to_numpy()) for k, s in scores.items()}
 
 
-def results_table(per_user: dict[str, pd.DataFrame], against: str | None = None, metric: str = "hit@1") -> pd.DataFrame:
-    """Rows of mean metrics (percent); with `against`, the paired t-test of each row against it."""
+def results_table(per_user: dict[str, pd.DataFrame], against: str | None = None,
+                  metrics: tuple[str, ...] = ("hit@1", "mrr")) -> pd.DataFrame:
+    """Rows of mean metrics (percent); with `against`, the two-tailed paired t-test p-value of
+    each row against it, per metric."""
     rows = []
     for name, frame in per_user.items():
         row = {"model": name, **summarize(frame).round(2).to_dict()}
         if against and name != against:
-            test = paired_ttest(per_user[against], frame, metric)
-            row[f"p ({against} vs this, {metric})"] = test.p_value
+            for metric in metrics:
+                row[f"p ({against} vs this, {metric})"] = paired_ttest(per_user[against], frame, metric).p_value
         rows.append(row)
     return pd.DataFrame(rows)
 

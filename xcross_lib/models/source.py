@@ -28,6 +28,7 @@ def save_source(model: Scorer, directory: str | os.PathLike, record: dict | None
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.encoder.save_pretrained(directory)
+    portable_adapter_config(directory, model.backbone_name)
     head = {k: v.detach().float().contiguous().cpu() for k, v in model.head.state_dict().items()}
     save_file(head, directory / "head.safetensors")
     write_json_atomic(directory / SOURCE_FILE, {
@@ -36,6 +37,16 @@ def save_source(model: Scorer, directory: str | os.PathLike, record: dict | None
         **(record or {}),
     })
     return directory
+
+
+def portable_adapter_config(directory: Path, backbone_name: str) -> None:
+    """peft records the base model's local path; keep the backbone's name instead (no machine
+    paths in shipped files) and drop the model card that peft writes beside the adapter."""
+    config_path = directory / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = backbone_name
+    write_json_atomic(config_path, config)
+    (directory / "README.md").unlink(missing_ok=True)
 
 
 def source_dir(name_or_dir: str | os.PathLike) -> Path:
