@@ -50,7 +50,10 @@ def plot_learning_curve(curve: pd.DataFrame, validation: pd.DataFrame, n_candida
     """Training loss per logged step (uniform-guess level ln C dashed) and validation Hit@1 per epoch."""
     axes = axes if axes is not None else plt.subplots(1, 2, figsize=(12, 3.6))[1]
     ax = axes[0]
-    sns.lineplot(curve, x="step", y="loss", ax=ax, marker="o" if len(curve) < 30 else None)
+    ax.plot(curve["step"], curve["loss"], c="C0", alpha=0.35, lw=1, label="loss per logged window")
+    window = max(1, len(curve) // 10)
+    ax.plot(curve["step"], curve["loss"].rolling(window, min_periods=1).mean(), c="C0", lw=2,
+            label=f"rolling mean of {window}")
     ax.axhline(np.log(n_candidates), ls="--", c="gray", label=f"ln {n_candidates} (uniform)")
     ax.set(title="Training loss", xlabel="optimizer step", ylabel="cross-entropy")
     ax.legend()
