@@ -272,6 +272,7 @@ def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_c
     """Build X-Cross over the sources, train it on `train`, score `test`; results saved under out
     (test_per_user.parquet); an interrupted run resumes from its checkpoint, a finished one is not trained again."""
     out = Path(out)
+    commit, started_at = git_commit(), now_utc()
     model = build_xcross(source_names, xcross_config, head_from)
     encoder = PromptEncoder(model.tokenizer, data.domain.titles, train_config.max_length, model.scorer_config.encoding)
     untrained = evaluate_scorer(model, encoder, test, progress=False) if with_untrained else None
@@ -283,7 +284,7 @@ def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_c
         "target": data.domain.name, "sources": source_names, "head_from": source_names[head_from],
         "xcross": xcross_config.to_dict(), "train_config": train_config.to_dict(), "n_train_users": len(train),
         "n_test_users": len(test), "parameters": model.parameter_counts(), "wall_s": round(result.wall_s, 1),
-        "commit": git_commit(), "produced_at": now_utc(),
+        "commit": commit, "started_at": started_at, "produced_at": now_utc(),
     })
     return XCrossRun(model, encoder, result, per_user, untrained, out)
 
