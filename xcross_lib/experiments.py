@@ -153,8 +153,8 @@ def train_source_model(
 
 def evaluate_source(source: str | Path, data: DomainData, frame: pd.DataFrame, max_length: int = 256,
                     batch_users: int = 8, progress: bool = False) -> pd.DataFrame:
-    """Per-user metrics of a saved source model on a target's candidate frame."""
-    model = load_source(source)
+    """Per-user metrics of a source model (a name, a folder, or a loaded Scorer) on a target's candidate frame."""
+    model = source if isinstance(source, Scorer) else load_source(source)
     encoder = PromptEncoder(model.tokenizer, data.domain.titles, max_length, model.config.encoding)
     return evaluate_scorer(model, encoder, frame, batch_users=batch_users,
                            bf16=bf16_available(torch.device("cpu")), progress=progress)
@@ -189,14 +189,16 @@ def zero_shot(sources, target_data: dict[str, DomainData], n_test_users: int, n_
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    per_user = {}
+    per_user, loaded = {}, {}
     jobs = [(s, t, split) for s in sources for t in target_data for split in ("validation", "test")]
     for source, target, split in tqdm(jobs, desc="zero-shot", disable=not progress):
         path = out / f"{source}_on_{target}_{split}.parquet"
         if not path.is_file():
+            if source not in loaded:  # one load per source model, not per (target, split)
+                loaded = {source: load_source(source)}
             n = n_test_users if split == "test" else n_val_users
             frame = seeded_subset(target_data[target].frames[split], n, seed)
-            evaluate_source(source, target_data[target], frame, max_length).to_parquet(path)
+            evaluate_source(loaded[source], target_data[target], frame, max_length).to_parquet(path)
         per_user[(source, target, split)] = pd.read_parquet(path)
     return ZeroShotResults(per_user)
 

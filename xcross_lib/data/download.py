@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..errors import DataError
 from .paths import DOMAIN_FILES, default_cache_dir, resolve_domains
+from .protocol import file_sha256
 
 SOURCE_COMMIT = "b70c594e3fbc88c34a9a25538edc32197fe98f20"
 SOURCE_URL = f"https://raw.githubusercontent.com/guy-hadad/RecFormer/{SOURCE_COMMIT}"
@@ -37,14 +38,6 @@ def parse_sums(text: str) -> dict[str, str]:
 
 def shipped_sums() -> dict[str, str]:
     return parse_sums(resources.files("xcross_lib.data").joinpath("SHA256SUMS").read_text())
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fetch(url: str, dest: Path, expected: str, timeout: float) -> None:
@@ -91,7 +84,7 @@ def download(
         if key not in sums:
             raise DataError(f"no checksum known for {key}; refusing to download it unchecked.")
         target = dest / domain / name
-        if target.is_file() and _sha256(target) == sums[key]:
+        if target.is_file() and file_sha256(target) == sums[key]:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         _fetch(f"{base_url.rstrip('/')}/{domain}/{name}", target, sums[key], timeout)
@@ -103,7 +96,7 @@ def verify(data_dir: str | os.PathLike, domains: str | Iterable[str] = "all") ->
     sums = shipped_sums()
     root = Path(data_dir)
     return {
-        key: (root / key).is_file() and _sha256(root / key) == digest
+        key: (root / key).is_file() and file_sha256(root / key) == digest
         for key, digest in sums.items()
         if key.split("/")[0] in resolve_domains(domains)
     }
