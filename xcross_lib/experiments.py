@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,6 @@ CHECK_SLICE_USERS = 50
 
 def ship_source(domain: str, output_dir=None) -> Path:
     """Copy a trained source model (adapter, head, record; no checkpoints) to outputs/reference/sources/."""
-    import json
     import shutil
 
     from .models.source import portable_adapter_config
@@ -38,6 +38,25 @@ def ship_source(domain: str, output_dir=None) -> Path:
         shutil.copy2(src / name, dest / name)
     portable_adapter_config(dest, json.loads((src / "source.json").read_text())["backbone"])
     return dest
+
+
+def refresh_check_slice(folder: str | Path, data: "DomainData", note: str) -> dict:
+    """Score a saved source model's check slice again here (float32) and write it into its record;
+    for models trained on another machine (another device or base-weight precision)."""
+    from .models.source import SOURCE_FILE
+
+    folder = Path(folder)
+    record = json.loads((folder / SOURCE_FILE).read_text())
+    check = record["check_slice"]
+    frame = data.frames["validation"].set_index("user").loc[check["users"]].reset_index()
+    model = load_source(folder)
+    encoder = PromptEncoder(model.tokenizer, data.domain.titles, check["max_length"], model.config.encoding)
+    metrics = evaluate_scorer(model, encoder, frame, bf16=False, progress=False)
+    same = float((metrics["rank"].to_numpy() == check["rank"]).mean())
+    record["check_slice"] = {**check, "rank": metrics["rank"].tolist(), "note": note,
+                             "same_rank_share_vs_training_machine": round(same, 3)}
+    write_json_atomic(folder / SOURCE_FILE, record)
+    return record
 
 
 def seeded_subset(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
@@ -160,19 +179,35 @@ def evaluate_source(source: str | Path, data: DomainData, frame: pd.DataFrame, m
                            bf16=bf16_available(torch.device("cpu")), progress=progress)
 
 
+REFERENCE_ROWS = ("random", "popularity", "text similarity")
+
+
 @dataclass
 class ZeroShotResults:
-    per_user: dict  # (source, target, split) -> per-user metric frame
+    per_user: dict  # (source, target, split) -> per-user metric frame; source may be a reference row
 
     def long_table(self) -> pd.DataFrame:
-        rows = [{"source": s, "target": t, "split": split, **summarize(f).round(2).to_dict()}
-                for (s, t, split), f in self.per_user.items()]
+        rows = []
+        for (s, t, split), frame in self.per_user.items():
+            row = {"source": s, "target": t, "split": split, **summarize(frame).round(2).to_dict()}
+            if s == t:  # in-domain: paired t-tests against the text-similarity row
+                reference = self.per_user.get(("text similarity", t, split))
+                for metric in ("hit@1", "mrr"):
+                    row[f"p vs text similarity ({metric})"] = (
+                        paired_ttest(frame, reference, metric).p_value if reference is not None else float("nan"))
+            rows.append(row)
         return pd.DataFrame(rows)
 
-    def matrix(self, split: str = "test", metric: str = "hit@1") -> pd.DataFrame:
+    def matrix(self, split: str = "test", metric: str = "hit@1", references: bool = False) -> pd.DataFrame:
         table = self.long_table()
-        table = table[table["split"] == split]
+        table = table[(table["split"] == split) & (references | ~table["source"].isin(REFERENCE_ROWS))]
         return table.pivot(index="source", columns="target", values=metric)
+
+    def in_domain(self, split: str = "test") -> pd.DataFrame:
+        """Per target: its own source model against the three reference rows."""
+        table = self.long_table()
+        table = table[(table["split"] == split) & ((table["source"] == table["target"]) | table["source"].isin(REFERENCE_ROWS))]
+        return table.sort_values(["target", "source"]).reset_index(drop=True)
 
     def top_sources(self, k: int = 2) -> dict[str, tuple[str, ...]]:
         """Per target, the k best other domains by validation Hit@1."""
@@ -180,25 +215,44 @@ class ZeroShotResults:
         return {t: tuple(val.loc[val.index != t, t].sort_values(ascending=False).index[:k]) for t in val.columns}
 
 
+def _model_digest(source) -> str:
+    from .data.protocol import file_sha256
+    from .models.source import source_dir
+
+    return file_sha256(source_dir(source) / "adapter_model.safetensors")[:10]
+
+
 def zero_shot(sources, target_data: dict[str, DomainData], n_test_users: int, n_val_users: int, seed: int,
-              max_length: int, out: Path, progress: bool = True) -> ZeroShotResults:
-    """Every source model on every target's seeded test and validation subsets. Per-user results
-    are saved as they come (out/<source>_on_<target>_<split>.parquet) and reused when present,
-    so an interrupted matrix resumes where it stopped."""
+              max_length: int, out: Path, progress: bool = True, references: bool = True) -> ZeroShotResults:
+    """Every source model on every target's seeded test and validation subsets, and (references)
+    the three reference rows on each target's test subset. Per-user results are saved as they come
+    (out/cache/, named by model digest, target, split, users and seed) and reused when present, so an
+    interrupted matrix resumes where it stopped and a retrained model is scored again."""
     from tqdm.auto import tqdm
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(out) / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
     per_user, loaded = {}, {}
+    size = {"test": n_test_users, "validation": n_val_users}
+    subsets = {(t, split): seeded_subset(data.frames[split], size[split], seed)
+               for t, data in target_data.items() for split in size}
+    if references:
+        for t, data in tqdm(list(target_data.items()), desc="reference rows", disable=not progress):
+            paths = {name: cache / f"{name.replace(' ', '_')}_on_{t}_test_n{n_test_users}_s{seed}_T{max_length}.parquet"
+                     for name in REFERENCE_ROWS}
+            if not all(p.is_file() for p in paths.values()):
+                for name, frame in reference_rows(data, subsets[(t, "test")], max_length, seed).items():
+                    frame.to_parquet(paths[name])
+            for name, path in paths.items():
+                per_user[(name, t, "test")] = pd.read_parquet(path)
     jobs = [(s, t, split) for s in sources for t in target_data for split in ("validation", "test")]
+    digests = {s: _model_digest(s) for s in sources}
     for source, target, split in tqdm(jobs, desc="zero-shot", disable=not progress):
-        path = out / f"{source}_on_{target}_{split}.parquet"
+        path = cache / f"{source}-{digests[source]}_on_{target}_{split}_n{size[split]}_s{seed}_T{max_length}.parquet"
         if not path.is_file():
             if source not in loaded:  # one load per source model, not per (target, split)
                 loaded = {source: load_source(source)}
-            n = n_test_users if split == "test" else n_val_users
-            frame = seeded_subset(target_data[target].frames[split], n, seed)
-            evaluate_source(loaded[source], target_data[target], frame, max_length).to_parquet(path)
+            evaluate_source(loaded[source], target_data[target], subsets[(target, split)], max_length).to_parquet(path)
         per_user[(source, target, split)] = pd.read_parquet(path)
     return ZeroShotResults(per_user)
 
@@ -207,8 +261,6 @@ def zero_shot(sources, target_data: dict[str, DomainData], n_test_users: int, n_
 
 def resolve_sources(sources, target: str, output_dir=None) -> list[str]:
     """A list of domains, a comma-separated string, or "auto": the top-2 of the zero-shot notebook."""
-    import json
-
     from .data import resolve_domains
 
     if isinstance(sources, str) and sources.strip().lower() == "auto":
