@@ -112,14 +112,17 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
                                       "n_test_users": 8, "n_val_users": 8, "write_reference": True},
                      profile="smoke", output=tmp_path / "02.ipynb", progress=False)
     matrix = pd.read_csv(tmp_path / "out" / "reference" / "zero_shot_matrix.csv")
-    assert len(matrix) == 8 and set(matrix["split"]) == {"test", "validation"} and (matrix["n_users"] == 8).all()
+    assert len(matrix) == 8 + 2 * 3 and set(matrix["split"]) == {"test", "validation"} and (matrix["n_users"] == 8).all()
+    in_domain = matrix[(matrix["source"] == matrix["target"]) & (matrix["split"] == "test")]
+    assert in_domain["p vs text similarity (hit@1)"].between(0, 1).all() or in_domain["p vs text similarity (hit@1)"].isna().all()
+    assert set(matrix.loc[matrix["split"] == "test", "source"]) == {"Tools", "Sports", "random", "popularity", "text similarity"}
     top = json.loads((tmp_path / "out" / "zero_shot" / "top_sources.json").read_text())
     assert top == {"Sports": ["Tools"], "Tools": ["Sports"]}  # only the other domain can be chosen
     run.run_notebook("03_xcross", {**common, "target": "Toys", "sources": "Tools,Sports", "n_train_users": 8,
                                    "n_val_users": 8, "n_test_users": 8, "train_candidates": 4, "bf16": False,
                                    "top_k_layers": 2},
                      profile="smoke", output=tmp_path / "03.ipynb", progress=False)
-    xdir = tmp_path / "out" / "xcross" / "Toys-Tools+Sports-full-K2"
+    (xdir,) = (tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-full-K2")
     table = pd.read_csv(xdir / "test_results.csv")
     assert table["model"].tolist()[:4] == ["X-Cross", "X-Cross untrained (average)", "Tools (zero-shot)", "Sports (zero-shot)"]
     factors = pd.read_parquet(xdir / "factors.parquet")
@@ -134,13 +137,20 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
 
     small = {**common, "target": "Toys", "sources": "Tools,Sports", "n_train_users": 6, "n_val_users": 6,
              "n_test_users": 8, "train_candidates": 4, "bf16": False}
-    run.run_notebook("05_ablation", {**small, "top_k_layers": 1}, profile="smoke", output=tmp_path / "05.ipynb", progress=False)
-    ablation = pd.read_csv(tmp_path / "out" / "xcross" / "Toys-Tools+Sports-ablation.csv")
-    assert ablation["model"].tolist() == ["X-Cross", "X-Cross -layers", "X-Cross -interactions", "X-Cross -experts"]
+    run.run_notebook("05_ablation", {**small, "top_k_layers": 1, "write_reference": True}, profile="smoke",
+                     output=tmp_path / "05.ipynb", progress=False)
+    (ablation_csv,) = (tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-ablation.csv")
+    ablation = pd.read_csv(ablation_csv)
+    assert ablation["model"].tolist() == ["X-Cross", "X-Cross -layers", "X-Cross -interactions", "X-Cross -experts",
+                                          "X-Cross untrained (average)", "Tools (zero-shot)", "Sports (zero-shot)",
+                                          "random", "popularity", "text similarity"]
+    assert ablation["trainable_parameters"].iloc[0] > ablation["trainable_parameters"].iloc[1]  # -layers drops W
+    assert pd.read_csv(tmp_path / "out" / "reference" / "xcross_toys.csv")["commit"].notna().all()
     assert ablation["p (X-Cross vs this, hit@1)"].iloc[1:].between(0, 1).all()
     run.run_notebook("06_layer_sweep", {**small, "k_values": [1, "all"]}, profile="smoke", output=tmp_path / "06.ipynb",
                      progress=False)
-    sweep = pd.read_csv(tmp_path / "out" / "xcross" / "Toys-Tools+Sports-layer-sweep.csv")
+    (sweep_csv,) = (tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-layer-sweep.csv")
+    sweep = pd.read_csv(sweep_csv)
     assert sweep["K"].tolist() == [1, 3] and sweep["trainable"].is_monotonic_increasing
 
 

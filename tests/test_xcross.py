@@ -115,6 +115,8 @@ def test_parameter_counts_for_deberta_v3_base_sizes():
     assert counts["integrator_per_point"] == 2 * 32 * 4 and counts["integrators"] == 2 * 256
     assert counts["lora_adapter_one_source"] == 3 * 2 * (16 * 32 + 32 * 16)  # 3 layers x (query, value)
     assert counts["trainable"] == counts["integrators"] + counts["stream_weights"] + counts["head"]
+    plain = XCross(load_backbone("tiny-bert", seed=0), sources(2), XCrossConfig(ablation="-layers")).parameter_counts()
+    assert plain["integrators"] == 0 and plain["trainable"] == counts["stream_weights"] + counts["head"]
 
 
 @pytest.mark.parametrize("ablation, silent", [("-interactions", "beta"), ("-experts", "alpha"), ("-layers", "both")])

@@ -274,6 +274,15 @@ def resolve_sources(sources, target: str, output_dir=None) -> list[str]:
     return names
 
 
+def xcross_root(target: str, source_names: list[str], output_dir=None) -> Path:
+    """outputs/xcross/<target>-<sources>-<digest of the source models>: runs over other (retrained)
+    source models go elsewhere instead of resuming from results that are no longer theirs."""
+    import hashlib
+
+    digest = hashlib.sha256("".join(_model_digest(s) for s in source_names).encode()).hexdigest()[:8]
+    return outputs_dir(output_dir) / "xcross" / f"{target}-{'+'.join(source_names)}-{digest}"
+
+
 def build_xcross(source_names: list[str], xcross_config, head_from: int = 0):
     """X-Cross over freshly loaded source models, on a fresh copy of their backbone."""
     from .models.xcross import XCross

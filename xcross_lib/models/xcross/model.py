@@ -83,6 +83,8 @@ class XCross(TrainableState, nn.Module):
         else:
             targets = {name: _get(self.encoder, name).base.out_features for name in names
                        if int(name.split("encoder.layer.")[1].split(".")[0]) in self.integrated_layers}
+        if self.config.lambda1 == 0 and self.config.lambda2 == 0:  # -Layers: no layer-wise integration at all
+            targets = {}
         for name, width in targets.items():
             key = name.replace(".", "_")
             self.integrators[key] = Integrator(self.n, width)

@@ -1,0 +1,50 @@
+"""The batch runner: parameters checked up front, a failed run isolated, finished runs skipped."""
+
+import json
+
+import pytest
+import yaml
+
+from xcross_lib import batch
+from xcross_lib.errors import ParameterError
+
+
+def write_grid(path, data_dir, domains, **extra):
+    spec = {"name": "tiny", "profile": "smoke",
+            "runs": [{"notebook": "00_data", "grid": {"domains": domains}, "fixed": {"data_dir": str(data_dir), **extra}}]}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.unit
+def test_grid_expands_and_checks_names(tmp_path):
+    grid = write_grid(tmp_path / "g.yaml", tmp_path, ["Tools", "Toys"], seed=1)
+    name, profile, runs = batch.load_grid(grid)
+    assert (name, profile) == ("tiny", "smoke")
+    assert [r.parameters["domains"] for r in runs] == ["Tools", "Toys"] and all(r.parameters["seed"] == 1 for r in runs)
+    assert len({r.key for r in runs}) == 2
+    with pytest.raises(ParameterError, match="Did you mean 'seed'"):
+        batch.load_grid(write_grid(tmp_path / "bad.yaml", tmp_path, ["Tools"], sed=1))
+
+
+@pytest.mark.unit
+def test_ledger_ignores_a_cut_line(tmp_path):
+    ledger = batch.Ledger(tmp_path / "l.jsonl")
+    ledger.append({"key": "a", "status": "ok"})
+    with open(ledger.path, "a") as f:
+        f.write('{"key": "b", "sta')  # a crash mid-write
+    assert ledger.done() == {"a"}
+
+
+@pytest.mark.smoke
+def test_failed_run_is_isolated_and_finished_runs_are_skipped(tiny_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("XCROSS_OUTPUTS_DIR", str(tmp_path / "out"))
+    grid = write_grid(tmp_path / "g.yaml", tiny_data_dir, ["Tools", "Nowhere"])
+    first = {r["parameters"]["domains"]: r for r in batch.run_grid(grid, jobs=2, progress=False)}
+    assert first["Tools"]["status"] == "ok" and first["Nowhere"]["status"] == "failed"
+    failed_nb = json.loads(open(first["Nowhere"]["executed_notebook"]).read())
+    assert any(o.get("output_type") == "error" for c in failed_nb["cells"] for o in c.get("outputs", []))
+    second = batch.run_grid(grid, jobs=2, progress=False)
+    assert [r["parameters"]["domains"] for r in second] == ["Nowhere"]  # the finished run is skipped
+    ledger = batch.Ledger(tmp_path / "out" / "batch" / "tiny.jsonl")
+    assert [r["status"] for r in ledger.records()].count("ok") == 1 and len(ledger.records()) == 3

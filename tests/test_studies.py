@@ -1,0 +1,67 @@
+"""Table 3's rule on made-up results with a known answer; the section 4.6 OLS against a hand fit."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xcross_lib.studies import convergence_ols, size_summary, table3
+
+pytestmark = pytest.mark.unit
+
+
+def made_results(hit_rates: dict, n_users: int = 400, subsets: int = 5) -> pd.DataFrame:
+    """Per-user Hit@1 with exactly the given rate per (model, size), same in every subset."""
+    rows = []
+    for (model, size), rate in hit_rates.items():
+        hits = np.zeros(n_users)
+        hits[: int(round(rate * n_users))] = 1
+        for subset in range(subsets):
+            # the same users hit in every subset, shifted per model so the pairing is not trivial
+            order = np.roll(hits, 7 * subset if model == "LoRA" else 0)
+            rows += [(model, size, subset, u, order[u]) for u in range(n_users)]
+    return pd.DataFrame(rows, columns=["model", "size", "subset", "user", "hit@1"])
+
+
+def test_table3_rule_on_a_known_answer():
+    # X-Cross: 10% at 50, 20% at 100, 30% at 200; LoRA: 2% at 50, 8% at 100, 29% at 200. Reference 15%.
+    rates = {("X-Cross", 50): 0.10, ("X-Cross", 100): 0.20, ("X-Cross", 200): 0.30,
+             ("LoRA", 50): 0.02, ("LoRA", 100): 0.08, ("LoRA", 200): 0.29}
+    table, answer = table3(made_results(rates), reference=15.0)
+    assert table["size"].tolist() == [50, 100, 200]
+    assert table["X-Cross"].round(6).tolist() == [10.0, 20.0, 30.0] and table["LoRA"].round(6).tolist() == [2.0, 8.0, 29.0]
+    # 100 users more than LoRA at sizes 50 and 100 (significant); 4 users at 200 (not)
+    assert answer["largest_size_significant"] == 100
+    assert answer["smallest_size_beating_reference"] == {"X-Cross": 100, "LoRA": 200}
+    assert answer["saving_percent"] == pytest.approx(50.0)
+    assert table.loc[2, "p"] > 0.05 > table.loc[1, "p"]
+
+
+def test_table3_when_a_model_never_reaches_the_reference():
+    rates = {("X-Cross", 50): 0.10, ("LoRA", 50): 0.05}
+    _, answer = table3(made_results(rates), reference=50.0)
+    assert answer["smallest_size_beating_reference"] == {"X-Cross": None, "LoRA": None}
+    assert answer["saving_percent"] is None
+
+
+def test_size_summary_spreads_over_subsets():
+    frame = made_results({("X-Cross", 50): 0.10}, n_users=10, subsets=2)
+    frame.loc[(frame["subset"] == 1) & (frame["user"] == 5), "hit@1"] = 1  # subset 1: 20%
+    summary = size_summary(frame)
+    row = summary.iloc[0]
+    assert (row["mean"], row["min"], row["max"], row["subsets"]) == (15.0, 10.0, 20.0, 2)
+    assert row["std"] == pytest.approx(np.std([10.0, 20.0], ddof=1))
+
+
+def test_convergence_ols_matches_a_least_squares_fit():
+    rng = np.random.default_rng(0)
+    runs = pd.DataFrame({"length_mean": rng.uniform(40, 120, 12), "length_std": rng.uniform(5, 30, 12)})
+    runs["hit@1"] = 5 + 0.05 * runs["length_mean"] - 0.2 * runs["length_std"] + rng.normal(0, 0.5, 12)
+    fit = convergence_ols(runs)
+    X = np.column_stack([np.ones(12), runs["length_mean"], runs["length_std"]])
+    beta, *_ = np.linalg.lstsq(X, runs["hit@1"].to_numpy(), rcond=None)
+    assert np.allclose(fit.params[["Intercept", "length_mean", "length_std"]].to_numpy(), beta)
+    residual = runs["hit@1"].to_numpy() - X @ beta
+    centered = runs["hit@1"].to_numpy() - runs["hit@1"].mean()
+    assert fit.rsquared == pytest.approx(1 - residual @ residual / (centered @ centered))
+    with pytest.raises(ValueError, match="cannot fit"):
+        convergence_ols(runs.head(3))

@@ -1,0 +1,195 @@
+"""A study grid through papermill: per domain, per seed, per size, several notebooks at once.
+
+    python -m xcross_lib.batch params/grid_sources.yaml --jobs 2
+    python -m xcross_lib.batch params/grid_sources.yaml --dry-run     # list the runs and what is done
+
+A grid file names a profile and a list of notebook grids; each grid is the product of its lists:
+
+    name: sources            # the ledger is outputs/batch/<name>.jsonl
+    profile: cpu
+    runs:
+      - notebook: 01_source_lora
+        grid: {domain: [Tools, Toys, Sports, Electronics]}
+        fixed: {n_train_users: 3000}
+
+Every run's parameters are checked by name before anything runs. Each run executes in its own
+process (`python -m xcross_lib.run`), its executed notebook going to outputs/notebooks/batch/; a
+failed run keeps its notebook with the traceback and does not stop the others. A finished run is
+appended to the ledger as one JSON line (one write under a lock), so an interrupted grid loses
+nothing that finished, and a run whose line says "ok" is skipped the next time; failed runs are
+tried again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ParameterError
+from .paths import REPO_ROOT, outputs_dir
+from .provenance import git_commit, now_utc
+from .run import load_profile, notebook_path, resolve_parameters
+
+
+@dataclass
+class Run:
+    notebook: str
+    parameters: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """notebook-name=value-...-<hash>: readable, and unique for the parameters."""
+        text = json.dumps([self.notebook, self.parameters], sort_keys=True)
+        tag = "-".join(f"{k}={v}" for k, v in sorted(self.parameters.items()))
+        tag = "".join(c if c.isalnum() or c in "=.-_" else "_" for c in tag)[:60]
+        return f"{Path(self.notebook).stem}-{tag}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def load_grid(path: str | os.PathLike) -> tuple[str, str | None, list[Run]]:
+    """(name, profile, runs) of a grid file, every run's parameters checked against its notebook."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError(f"no grid file {path}")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParameterError(f"{path} is not valid YAML: {e}") from None
+    unknown = set(spec) - {"name", "profile", "runs"}
+    if unknown or not isinstance(spec.get("runs"), list):
+        raise ParameterError(f"{path}: a grid has name, profile and a list 'runs' (unknown keys: {sorted(unknown)})")
+    profile = spec.get("profile")
+    profile_values = load_profile(profile)
+    runs = []
+    for entry in spec["runs"]:
+        bad = set(entry) - {"notebook", "grid", "fixed"}
+        if bad or "notebook" not in entry:
+            raise ParameterError(f"{path}: each run has notebook, grid and fixed (unknown keys: {sorted(bad)})")
+        grid, fixed = entry.get("grid") or {}, entry.get("fixed") or {}
+        names = list(grid)
+        for values in itertools.product(*(v if isinstance(v, list) else [v] for v in grid.values())):
+            params = {**fixed, **dict(zip(names, values))}
+            resolve_parameters(entry["notebook"], profile_values, params)  # raises on a misspelt name
+            runs.append(Run(notebook_path(entry["notebook"]).stem, params))
+    return spec.get("name", path.stem), profile, runs
+
+
+class Ledger:
+    """outputs/batch/<name>.jsonl: one line per finished run, appended whole under a lock."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def records(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a crash mid-write is ignored
+                continue
+        return out
+
+    def done(self) -> set[str]:
+        return {r["key"] for r in self.records() if r.get("status") == "ok"}
+
+    def append(self, record: dict) -> None:
+        line = (json.dumps(record) + "\n").encode()
+        with self._lock, open(self.path, "ab") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _cli_value(value) -> str:
+    return "null" if value is None else value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
+
+
+def execute(run: Run, profile: str | None, notebooks_dir: Path) -> dict:
+    """Run one notebook in its own process; a record of what happened."""
+    output = notebooks_dir / f"{run.key}.ipynb"
+    cmd = [sys.executable, "-m", "xcross_lib.run", run.notebook, "-o", str(output)]
+    if profile:
+        cmd += ["--profile", profile]
+    for k, v in run.parameters.items():
+        cmd += ["-p", k, _cli_value(v)]
+    started = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    error = proc.stderr.strip().splitlines()[-3:] if proc.returncode else []
+    return {"key": run.key, "notebook": run.notebook, "parameters": run.parameters,
+            "status": "ok" if proc.returncode == 0 else "failed", "returncode": proc.returncode,
+            "wall_s": round(time.perf_counter() - started, 1), "executed_notebook": str(output),
+            "error": error, "commit": git_commit(short=True), "finished_at": now_utc()}
+
+
+def run_grid(path: str | os.PathLike, jobs: int = 1, output_dir=None, progress: bool = True) -> list[dict]:
+    """Run every unfinished run of a grid file; returns the records of this call's runs."""
+    from tqdm.auto import tqdm
+
+    name, profile, runs = load_grid(path)
+    root = outputs_dir(output_dir)
+    ledger = Ledger(root / "batch" / f"{name}.jsonl")
+    notebooks_dir = root / "notebooks" / "batch"
+    notebooks_dir.mkdir(parents=True, exist_ok=True)
+    done = ledger.done()
+    todo = [r for r in runs if r.key not in done]
+    if progress:
+        print(f"[batch] {name}: {len(runs)} runs, {len(runs) - len(todo)} done before, {len(todo)} to run, {jobs} at a time")
+    records = []
+
+    def one(run: Run) -> dict:
+        record = execute(run, profile, notebooks_dir)
+        ledger.append(record)
+        return record
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for record in tqdm(pool.map(one, todo), total=len(todo), desc=name, disable=not progress):
+            records.append(record)
+            if progress and record["status"] != "ok":
+                tqdm.write(f"[batch] failed: {record['key']} ({record['executed_notebook']}): {' '.join(record['error'])}")
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xcross_lib.batch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("grid", help="a grid YAML file")
+    parser.add_argument("--jobs", type=int, default=1, help="notebooks run at once")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and which are done; run nothing")
+    args = parser.parse_args(argv)
+    try:
+        if args.dry_run:
+            name, _, runs = load_grid(args.grid)
+            done = Ledger(outputs_dir() / "batch" / f"{name}.jsonl").done()
+            for r in runs:
+                print(("done  " if r.key in done else "todo  ") + r.key)
+            return 0
+        records = run_grid(args.grid, args.jobs)
+    except ParameterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failed = [r for r in records if r["status"] != "ok"]
+    print(f"[batch] {len(records) - len(failed)} ok, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
