@@ -153,6 +153,18 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     sweep = pd.read_csv(sweep_csv)
     assert sweep["K"].tolist() == [1, 3] and sweep["trainable"].is_monotonic_increasing
 
+    limited_params = {k: v for k, v in small.items() if k != "n_train_users"}
+    run.run_notebook("07_limited_data", {**limited_params, "sizes": [4, 6], "n_subsets": 2, "top_k_layers": 1, "epochs": 2,
+                                         "write_reference": True}, profile="smoke", output=tmp_path / "07.ipynb",
+                     progress=False)
+    (limited_dir,) = (tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-limited-K1")
+    runs = pd.read_csv(limited_dir / "runs.csv")
+    assert len(runs) == 2 * 2 * 2 and set(runs["model"]) == {"X-Cross", "LoRA"}
+    assert (runs["length_mean"] > 0).all() and runs["n_users"].eq(8).all()
+    limited = pd.read_csv(tmp_path / "out" / "reference" / "limited_data_toys.csv")
+    assert sorted(limited["size"]) == [4, 4, 6, 6] and limited["subsets"].eq(2).all()
+    assert limited["p (X-Cross vs LoRA, hit@1)"].between(0, 1).all()
+
 
 @pytest.mark.unit
 def test_papermill_reads_every_name_of_each_parameters_cell():

@@ -73,3 +73,18 @@ def plot_matrix(matrix: pd.DataFrame, title: str, ax=None, fmt: str = ".1f"):
     sns.heatmap(matrix, annot=True, fmt=fmt, cmap="viridis", ax=ax, cbar_kws={"label": title})
     ax.set(title=title, xlabel="target domain", ylabel="source model")
     return ax
+
+
+def plot_limited_data(summary: pd.DataFrame, reference: float | None = None, reference_name: str = "best zero-shot source",
+                      metric: str = "Hit@1 (%)", ax=None):
+    """Figure 3: mean over subsets per training size and model, the band from the worst to the best
+    subset, and the reference (the best zero-shot source) as a dashed line."""
+    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    for k, (model, group) in enumerate(summary.sort_values("size").groupby("model", sort=False)):
+        ax.plot(group["size"], group["mean"], marker="o", c=f"C{k}", label=f"{model} (mean)")
+        ax.fill_between(group["size"], group["min"], group["max"], color=f"C{k}", alpha=0.2, label=f"{model} (range)")
+    if reference is not None:
+        ax.axhline(reference, ls="--", c="gray", label=reference_name)
+    ax.set(xscale="log", xlabel="target training users", ylabel=metric, title="Limited target data")
+    ax.legend(fontsize=8)
+    return ax

@@ -5,6 +5,8 @@ Plain functions over DataFrames, so that a notebook passes its results in and sh
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -70,3 +72,67 @@ def prompt_length_stats(lengths: np.ndarray) -> dict:
     """Mean and standard deviation (population) of a run's training prompt lengths."""
     lengths = np.asarray(lengths, dtype=float)
     return {"length_mean": float(lengths.mean()), "length_std": float(lengths.std())}
+
+
+def prompt_lengths(encoder, frame: pd.DataFrame) -> np.ndarray:
+    """Token length of each training example's prompt: the pair prompt with its target (pair
+    encoding), or the history text alone (two towers, where the candidates are encoded apart)."""
+    if encoder.encoding == "separate":
+        budget = encoder.max_length - len(encoder.single_prefix) - len(encoder.single_suffix)
+        return np.array([len(encoder.single(encoder.history_ids(h, budget))) for h in frame["history"]])
+    return np.array([encoder.prompt_length(h, t) for h, t in zip(frame["history"], frame["target"])])
+
+
+def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcross_config, xcross_train,
+                      lora_scorer, lora_train, val: pd.DataFrame, test: pd.DataFrame, out, seed: int = 0,
+                      models: tuple[str, ...] = ("X-Cross", "LoRA"), head_from: int = 0,
+                      lora_backbone: str | None = None, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """X-Cross and a target LoRA trained on `n_subsets` seeded random subsets of each training size,
+    all scored on the same test users. Subset k of size s is seeded by (seed, s, k) and is the same
+    for every model. Each run's per-user results are saved under out/ as it finishes and reused, so
+    an interrupted study resumes. Returns (per_user: model, size, subset, user, metrics;
+    runs: one row per run with its mean metrics, training prompt-length statistics and wall time)."""
+    import time
+    from dataclasses import replace
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from .experiments import run_xcross, train_source_model
+    from .metrics import summarize
+    from .training import evaluate_scorer
+
+    from .models.source import read_record
+
+    lora_backbone = lora_backbone or read_record(source_names[0])["backbone"]  # the sources' backbone
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    per_user, runs = [], []
+    jobs = [(m, s, k) for s in sizes for k in range(n_subsets) for m in models]
+    for model, size, subset in tqdm(jobs, desc="limited-data runs", disable=not progress):
+        name = f"{model.replace(' ', '_')}-size{size}-subset{subset}"
+        path, info = out / f"{name}.parquet", out / f"{name}.json"
+        subset_seed = int(np.random.default_rng([seed, size, subset]).integers(2**31))
+        train = data.frames["train"].sample(min(size, len(data.frames["train"])), random_state=subset_seed)
+        train = train.sort_values("user").reset_index(drop=True)
+        if not path.is_file():
+            started = time.perf_counter()
+            if model == "X-Cross":
+                run = run_xcross(data, source_names, xcross_config, xcross_train, train, val, test, out / "runs" / name,
+                                 head_from, with_untrained=False, progress=False)
+                frame, encoder = run.per_user, run.encoder
+            elif model == "LoRA":  # a new adapter on the target; train_source_model draws the same subset by this seed
+                scorer, encoder, result, _ = train_source_model(
+                    data, lora_backbone, lora_scorer, replace(lora_train, seed=subset_seed), size, len(val),
+                    out / "runs" / name, progress=False)
+                frame = evaluate_scorer(scorer, encoder, test, bf16=result.bf16, progress=False)
+            else:
+                raise ValueError(f"unknown model {model!r}; known: X-Cross, LoRA")
+            lengths = prompt_lengths(encoder, train)
+            frame.to_parquet(path)
+            info.write_text(json.dumps({"wall_s": round(time.perf_counter() - started, 1), **prompt_length_stats(lengths)}))
+        frame = pd.read_parquet(path)
+        extra = json.loads(info.read_text())
+        per_user.append(frame.assign(model=model, size=size, subset=subset))
+        runs.append({"model": model, "size": size, "subset": subset, **summarize(frame).round(3).to_dict(), **extra})
+    return pd.concat(per_user, ignore_index=True), pd.DataFrame(runs)
