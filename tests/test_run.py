@@ -164,6 +164,12 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     limited = pd.read_csv(tmp_path / "out" / "reference" / "limited_data_toys.csv")
     assert sorted(limited["size"]) == [4, 4, 6, 6] and limited["subsets"].eq(2).all()
     assert limited["p (X-Cross vs LoRA, hit@1)"].between(0, 1).all()
+    run.run_notebook("09_convergence", {"model": None}, output=tmp_path / "09.ipynb", progress=False)
+    ols = pd.read_csv(tmp_path / "out" / "convergence_ols.csv", index_col=0)
+    assert list(ols.index) == ["Intercept", "length_mean", "length_std"] and ols["n_runs"].eq(8).all()
+    run.run_notebook("10_report", {}, output=tmp_path / "10.ipynb", progress=False)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Table 2" in html and "Tools-LoRA" in html and "- Layers" in html and "no results yet" not in html
 
 
 @pytest.mark.unit

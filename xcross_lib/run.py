@@ -130,7 +130,28 @@ def run_notebook(
         progress_bar=progress,
         request_save_on_cell_execute=True,
     )
+    export_html(out)
     return out
+
+
+def export_html(executed: Path) -> Path | None:
+    """A notebook whose metadata names `xcross.export_html` (the report) is also written as HTML
+    into outputs/ under that name, from its executed copy."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(executed, as_version=4)
+    name = nb.metadata.get("xcross", {}).get("export_html")
+    if not name:
+        return None
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    path = outputs_dir() / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(html)
+    os.replace(tmp, path)
+    print(f"[xcross] report written to {path}", flush=True)
+    return path
 
 
 def _kernel_sees_this_environment() -> None:

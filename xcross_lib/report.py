@@ -1,0 +1,105 @@
+"""Collect every result under outputs/ into the paper's tables, with the paper's figures beside ours.
+
+Our rows keep what produced them (commit, date, budget); the paper's come from
+`../shared/reference/` (or $XCROSS_REFERENCE_DIR) where it exists.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .paths import REPO_ROOT, outputs_dir
+
+METRICS = ["hit@1", "hit@3", "hit@10", "mrr"]
+ABLATION_NAMES = {"X-Cross": "X-Cross", "X-Cross -layers": "- Layers", "X-Cross -interactions": "- Interactions",
+                  "X-Cross -experts": "- Experts"}
+
+
+def paper_dir() -> Path | None:
+    path = Path(os.environ.get("XCROSS_REFERENCE_DIR") or REPO_ROOT.parent / "shared" / "reference")
+    return path if (path / "paper_tables.csv").is_file() else None
+
+
+def paper_tables() -> pd.DataFrame:
+    """The paper's Tables 2 and 4 (empty where the reference folder is absent)."""
+    d = paper_dir()
+    return pd.read_csv(d / "paper_tables.csv") if d else pd.DataFrame(columns=["table", "group", "model", "target", *METRICS])
+
+
+def paper_table3() -> pd.DataFrame:
+    d = paper_dir()
+    return pd.read_csv(d / "table3.csv") if d and (d / "table3.csv").is_file() else pd.DataFrame()
+
+
+def _read_all(pattern: str, output_dir=None) -> pd.DataFrame:
+    """Every CSV matching pattern under outputs/, committed references first; newest copy of a row wins."""
+    root = outputs_dir(output_dir)
+    files = sorted(root.glob(pattern))
+    frames = [pd.read_csv(f).assign(file=str(f.relative_to(root))) for f in files]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def our_table2(output_dir=None) -> pd.DataFrame:
+    """Our Table 2 rows (test split): each source model zero-shot on each target as '<D>-LoRA',
+    the reference rows, and X-Cross (with its untrained average) from the X-Cross tables."""
+    rows = []
+    matrix = _read_all("reference/zero_shot_matrix.csv", output_dir)
+    if len(matrix):
+        m = matrix[matrix["split"] == "test"].copy()
+        is_reference = m["source"].isin(["random", "popularity", "text similarity"])
+        m["model"] = m["source"].where(is_reference, m["source"] + "-LoRA")
+        m["group"] = is_reference.map({True: "Reference rows", False: "LoRA Fine-Tuning on Source Domain / Zero-shot on Target Domain"})
+        rows.append(m)
+    xcross = _read_all("reference/xcross_*.csv", output_dir)
+    if len(xcross):
+        x = xcross[xcross["model"].isin(["X-Cross", "X-Cross untrained (average)"])].copy()
+        x["group"] = "Domain Integration"
+        rows.append(x)
+    if not rows:
+        return pd.DataFrame()
+    keep = ["group", "model", "target", *METRICS, "n_users", "commit", "produced_at", "budget"]
+    out = pd.concat(rows, ignore_index=True)
+    return out[[c for c in keep if c in out.columns]]
+
+
+def our_table4(output_dir=None) -> pd.DataFrame:
+    xcross = _read_all("reference/xcross_*.csv", output_dir)
+    if not len(xcross):
+        return pd.DataFrame()
+    x = xcross[xcross["model"].isin(list(ABLATION_NAMES))].copy()
+    x["model"] = x["model"].map(ABLATION_NAMES)
+    p_col = "p (X-Cross vs this, hit@1)"
+    return x[["model", "target", *METRICS, *([p_col] if p_col in x else []), "commit", "produced_at", "budget"]]
+
+
+def beside_paper(ours: pd.DataFrame, table: str, metrics=("hit@1", "mrr")) -> pd.DataFrame:
+    """Our rows with the paper's figure of the same model and target beside each metric."""
+    if not len(ours):
+        return ours
+    paper = paper_tables()
+    paper = paper[paper["table"] == table][["model", "target", *metrics]]
+    merged = ours.merge(paper, on=["model", "target"], how="left", suffixes=("", " (paper)"))
+    cols = ["model", "target"] + [c for m in metrics for c in (m, f"{m} (paper)")]
+    return merged[cols + [c for c in ours.columns if c not in cols]]
+
+
+def our_table3(output_dir=None) -> pd.DataFrame:
+    limited = _read_all("reference/limited_data_*.csv", output_dir)
+    if not len(limited):
+        return pd.DataFrame()
+    cols = [c for c in limited.columns if c.startswith("smallest size") or c in
+            ("target", "largest_size_significant", "saving_percent", "reference (best zero-shot Hit@1)", "commit", "produced_at", "budget")]
+    ours = limited[cols].drop_duplicates("target")
+    paper = paper_table3()
+    return ours.merge(paper.add_suffix(" (paper)").rename(columns={"target (paper)": "target"}), on="target", how="left") if len(paper) else ours
+
+
+def limited_runs(output_dir=None) -> pd.DataFrame:
+    return _read_all("xcross/*-limited-*/limited_data.csv", output_dir)
+
+
+def layer_sweeps(output_dir=None) -> pd.DataFrame:
+    return _read_all("xcross/*-layer-sweep.csv", output_dir)
