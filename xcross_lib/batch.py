@@ -48,12 +48,13 @@ from .run import load_profile, notebook_path, resolve_parameters
 class Run:
     notebook: str
     parameters: dict = field(default_factory=dict)
+    varying: tuple = ()  # the grid's names: they name the run
 
     @property
     def key(self) -> str:
-        """notebook-name=value-...-<hash>: readable, and unique for the parameters."""
+        """notebook-name=value-...-<hash of all parameters>: readable, and unique for the parameters."""
         text = json.dumps([self.notebook, self.parameters], sort_keys=True)
-        tag = "-".join(f"{k}={v}" for k, v in sorted(self.parameters.items()))
+        tag = "-".join(f"{k}={self.parameters[k]}" for k in self.varying)
         tag = "".join(c if c.isalnum() or c in "=.-_" else "_" for c in tag)[:60]
         return f"{Path(self.notebook).stem}-{tag}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
@@ -82,7 +83,7 @@ def load_grid(path: str | os.PathLike) -> tuple[str, str | None, list[Run]]:
         for values in itertools.product(*(v if isinstance(v, list) else [v] for v in grid.values())):
             params = {**fixed, **dict(zip(names, values))}
             resolve_parameters(entry["notebook"], profile_values, params)  # raises on a misspelt name
-            runs.append(Run(notebook_path(entry["notebook"]).stem, params))
+            runs.append(Run(notebook_path(entry["notebook"]).stem, params, tuple(names)))
     return spec.get("name", path.stem), profile, runs
 
 
