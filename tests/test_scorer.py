@@ -195,3 +195,30 @@ def test_train_config_reads_numbers_written_as_strings_and_refuses_nonsense():
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="bf16 must be"):
         TrainConfig(bf16="yes")
+
+
+def test_two_tower_scoring_from_cached_embeddings_equals_scoring_each_list(tiny_task):
+    """Each distinct candidate encoded once gives the scores of encoding every list on its own,
+    for a source model and for X-Cross over two-tower sources (adapters and head made non-trivial)."""
+    from xcross_lib.models.xcross import XCross, XCrossConfig
+
+    _, titles, frame = tiny_task
+    models = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = Scorer(load_backbone("tiny-bert", seed=0), ScorerConfig(encoding="separate"))
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                if "lora_B" in k or "head.dense" in k:
+                    p.normal_(0, 0.2)
+        models.append(model.eval())
+    xcross = XCross(load_backbone("tiny-bert", seed=0), models, XCrossConfig())
+    with torch.no_grad():
+        for integrator in xcross.integrators.values():
+            integrator.scaling.weight.normal_(0, 0.1)
+    enc = PromptEncoder(models[0].tokenizer, titles, 64, encoding="separate")
+    for model in (models[0], xcross):
+        cached = score_candidates(model, enc, frame, bf16=False, progress=False)
+        per_list = score_candidates(model, enc, frame, batch_users=3, bf16=False, progress=False, cache_items=False)
+        assert np.abs(per_list).max() > 0.1
+        np.testing.assert_allclose(cached, per_list, atol=1e-5)

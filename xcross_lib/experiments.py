@@ -303,7 +303,7 @@ def factor_table(model, encoder: PromptEncoder, frame: pd.DataFrame, batch_users
         for start in range(0, len(frame), batch_users):
             sub = frame.iloc[start : start + batch_users]
             model.recorded = []
-            score_candidates(model, encoder, sub, batch_users=len(sub), progress=False)
+            score_candidates(model, encoder, sub, batch_users=len(sub), progress=False, cache_items=False)
             for pass_index, points in enumerate(model.recorded):
                 for point, (alpha, beta) in points.items():  # (sequences, n, n-1)
                     per = alpha.shape[0] // len(sub)

@@ -160,14 +160,17 @@ class Scorer(TrainableState, nn.Module):
         else:
             self.head = TwoTowerHead(backbone.hidden_size, self.config.dropout, self.config.cosine_scale)
 
+    def embed(self, input_ids, attention_mask) -> torch.Tensor:
+        """Two towers: unit-length (N, d) embeddings of N single segments (histories or titles)."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head.embed(hidden, attention_mask)
+
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, history_input_ids=None,
                 history_attention_mask=None) -> torch.Tensor:
         """Pair: the prompts (N, T). Separate: the histories (B, Th) and the candidates (B*C, Tc) as
         input_ids. Returns (N,) or (B*C,) scores, example-major."""
         if self.config.encoding == "separate":
-            h = self.encoder(input_ids=history_input_ids, attention_mask=history_attention_mask).last_hidden_state
-            c = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            return self.head(self.head.embed(h, history_attention_mask), self.head.embed(c, attention_mask))
+            return self.head(self.embed(history_input_ids, history_attention_mask), self.embed(input_ids, attention_mask))
         kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         return self.head(hidden, attention_mask, token_type_ids)  # (N,)

@@ -129,13 +129,15 @@ class XCross(TrainableState, nn.Module):
         h = self.stream_states(input_ids, attention_mask, token_type_ids)
         return torch.einsum("n,nbtd->btd", self.stream_weights.to(h.dtype), h)
 
+    def embed(self, input_ids, attention_mask) -> torch.Tensor:
+        """Two towers: unit-length (N, d) embeddings of N single segments through the integrated streams."""
+        return self.head.embed(self.encode(input_ids, attention_mask), attention_mask)
+
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, history_input_ids=None,
                 history_attention_mask=None) -> torch.Tensor:
         """The same inputs and (B*C,) scores as Scorer.forward."""
         if self.scorer_config.encoding == "separate":
-            h = self.encode(history_input_ids, history_attention_mask)
-            c = self.encode(input_ids, attention_mask)
-            return self.head(self.head.embed(h, history_attention_mask), self.head.embed(c, attention_mask))
+            return self.head(self.embed(history_input_ids, history_attention_mask), self.embed(input_ids, attention_mask))
         hidden = self.encode(input_ids, attention_mask, token_type_ids)
         return self.head(hidden, attention_mask, token_type_ids)
 
