@@ -90,7 +90,7 @@ def _embed_all(model, id_lists, pad_id: int, batch_size: int, device, bf16: bool
 
 
 def _score_two_towers(model, encoder: PromptEncoder, histories, candidates, device, bf16, progress, desc,
-                      batch_size: int = 64) -> np.ndarray:
+                      batch_size: int = 128) -> np.ndarray:
     budget = encoder.max_length - len(encoder.single_prefix) - len(encoder.single_suffix)
     items = sorted({c for cands in candidates for c in cands})
     row_of = {item: r for r, item in enumerate(items)}
