@@ -147,6 +147,14 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     assert ablation["trainable_parameters"].iloc[0] > ablation["trainable_parameters"].iloc[1]  # -layers drops W
     assert pd.read_csv(tmp_path / "out" / "reference" / "xcross_toys.csv")["commit"].notna().all()
     assert ablation["p (X-Cross vs this, hit@1)"].iloc[1:].between(0, 1).all()
+    run.run_notebook("04_baselines", {**small, "write_reference": True}, profile="smoke", output=tmp_path / "04.ipynb",
+                     progress=False)
+    baselines = pd.read_csv(tmp_path / "out" / "reference" / "baselines_toys.csv").set_index("model")
+    assert list(baselines.index[:4]) == ["LoRA", "Pooler + Scorer", "XLoRA", "MeteoRA"]
+    trainable = baselines["trainable_parameters"]
+    head = trainable["Pooler + Scorer"]
+    assert trainable["XLoRA"] == trainable["MeteoRA"] == head + 3 * 2 * (32 + 1)  # L * n * (d + 1) gate weights
+    assert trainable["LoRA"] == head + 3 * 2 * (16 * 32 + 32 * 16)  # rank-16 query/value adapters of 3 layers
     run.run_notebook("06_layer_sweep", {**small, "k_values": [1, "all"]}, profile="smoke", output=tmp_path / "06.ipynb",
                      progress=False)
     (sweep_csv,) = (tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-layer-sweep.csv")

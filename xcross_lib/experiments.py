@@ -329,14 +329,38 @@ class XCrossRun:
     out: Path
 
 
+BASELINES = ("LoRA", "Pooler + Scorer", "XLoRA", "MeteoRA")
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """The model's own breakdown where it has one; always 'trainable'."""
+    counts = dict(model.parameter_counts()) if hasattr(model, "parameter_counts") else {}
+    counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return counts
+
+
+def build_baseline(kind: str, source_names: list[str], head_from: int = 0, top_k: int | None = None):
+    """A language-model baseline of DESIGN.md section 5 over the same frozen source models
+    ("LoRA", the target adapter, is trained by train_source_model instead)."""
+    from .models.mixtures import AdapterMixture, head_only
+
+    if kind == "Pooler + Scorer":
+        return head_only(load_source(source_names[head_from]))
+    if kind in ("XLoRA", "MeteoRA"):
+        sources = [load_source(name) for name in source_names]
+        return AdapterMixture(load_backbone(sources[0].backbone_name), sources, kind.lower(), top_k, head_from)
+    raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
+
+
 def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_config: TrainConfig,
                train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out: Path, head_from: int = 0,
-               with_untrained: bool = True, progress: bool = True) -> XCrossRun:
-    """Build X-Cross over the sources, train it on `train`, score `test`; results saved under out
-    (test_per_user.parquet); an interrupted run resumes from its checkpoint, a finished one is not trained again."""
+               with_untrained: bool = True, progress: bool = True, model=None, kind: str = "X-Cross") -> XCrossRun:
+    """Build X-Cross over the sources (or take `model`, e.g. a baseline), train it on `train`, score
+    `test`; results saved under out (test_per_user.parquet); an interrupted run resumes from its
+    checkpoint, a finished one is not trained again."""
     out = Path(out)
     commit, started_at = git_commit(), now_utc()
-    model = build_xcross(source_names, xcross_config, head_from)
+    model = model if model is not None else build_xcross(source_names, xcross_config, head_from)
     encoder = PromptEncoder(model.tokenizer, data.domain.titles, train_config.max_length, model.scorer_config.encoding)
     untrained = evaluate_scorer(model, encoder, test, progress=False) if with_untrained else None
     result = train_scorer(model, encoder, train, val, train_config, out / "run", progress=progress)
@@ -344,9 +368,9 @@ def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_c
     out.mkdir(parents=True, exist_ok=True)
     per_user.to_parquet(out / "test_per_user.parquet")
     write_json_atomic(out / "xcross.json", {
-        "target": data.domain.name, "sources": source_names, "head_from": source_names[head_from],
-        "xcross": xcross_config.to_dict(), "train_config": train_config.to_dict(), "n_train_users": len(train),
-        "n_test_users": len(test), "parameters": model.parameter_counts(), "wall_s": round(result.wall_s, 1),
+        "model": kind, "target": data.domain.name, "sources": source_names, "head_from": source_names[head_from],
+        "xcross": xcross_config.to_dict() if xcross_config is not None else None, "train_config": train_config.to_dict(), "n_train_users": len(train),
+        "n_test_users": len(test), "parameters": parameter_counts(model), "wall_s": round(result.wall_s, 1),
         "commit": commit, "started_at": started_at, "produced_at": now_utc(),
     })
     return XCrossRun(model, encoder, result, per_user, untrained, out)

@@ -58,6 +58,12 @@ def our_table2(output_dir=None) -> pd.DataFrame:
         x = xcross[xcross["model"].isin(["X-Cross", "X-Cross untrained (average)"])].copy()
         x["group"] = "Domain Integration"
         rows.append(x)
+    baselines = _read_all("reference/baselines_*.csv", output_dir)
+    if len(baselines):
+        b = baselines[baselines["model"].isin(["Pooler + Scorer", "XLoRA", "MeteoRA", "LoRA"])].copy()
+        b["model"] = b["model"].replace({"LoRA": "target LoRA"})
+        b["group"] = "Domain Integration"
+        rows.append(b)
     if not rows:
         return pd.DataFrame()
     keep = ["group", "model", "target", *METRICS, "n_users", "commit", "produced_at", "budget"]
