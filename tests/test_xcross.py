@@ -157,3 +157,23 @@ def test_separate_encoding_sources_integrate_too():
     assert model(**b.model_inputs()).shape == (4,)
     with pytest.raises(ValueError, match="share one encoding"):
         XCross(load_backbone("tiny-bert", seed=0), sources(1) + sources(1, encoding="separate"))
+
+
+@pytest.mark.parametrize("kind", ["tiny-bert", "tiny-deberta"])
+def test_sequential_reference_equals_batched_streams_with_integration(kind):
+    """The n peft models run one stream at a time per layer, with the same (non-zero) integrators,
+    give the batched streams' states: the benchmark compares like with like."""
+    from xcross_lib.models.xcross.sequential import sequential_stream_states
+
+    srcs = sources(3, kind)
+    model = XCross(load_backbone(kind, seed=0), srcs, XCrossConfig(top_k_layers=2)).eval()
+    with torch.no_grad():
+        for integrator in model.integrators.values():
+            integrator.scaling.weight.normal_(0, 0.05)
+    inputs = {k: v for k, v in batch().model_inputs().items() if k != "token_type_ids" or kind == "tiny-bert"}
+    with torch.no_grad():
+        batched = model.stream_states(**inputs)
+        sequential = sequential_stream_states(model, srcs, **inputs)
+        plain = torch.stack([s.encoder(**inputs).last_hidden_state for s in srcs])
+    assert torch.allclose(batched, sequential, atol=1e-5)
+    assert not torch.allclose(batched, plain, atol=1e-3)  # the integrators did act

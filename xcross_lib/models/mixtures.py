@@ -46,7 +46,7 @@ class GatedLoRALinear(nn.Module):
             return out
         low = torch.einsum("bti,nri->nbtr", x, self.lora_A.to(x.dtype))  # (n, B, T, r)
         delta = torch.einsum("nbtr,nor->nbto", low, self.lora_B.to(x.dtype)) * self.scaling.to(x.dtype)
-        return out + torch.einsum("btn,nbto->bto", self.gate.to(x.dtype), delta)
+        return out + torch.einsum("btn,nbto->bto", self.gate.to(x.dtype), delta).to(out.dtype)
 
 
 def top_k_softmax(logits: torch.Tensor, k: int | None) -> torch.Tensor:

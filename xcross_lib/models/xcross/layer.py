@@ -33,7 +33,7 @@ class StackedLoRALinear(nn.Module):
         b = self.lora_B.to(x.dtype)
         low = torch.einsum("nbti,nri->nbtr", xs, a)  # (n, B, T, r)
         delta = torch.einsum("nbtr,nor->nbto", low, b) * self.scaling.to(x.dtype)  # (n, B, T, d_out)
-        return out + delta.reshape(out.shape)
+        return out + delta.reshape(out.shape).to(out.dtype)  # under autocast, out is bf16: keep it so
 
 
 class Integrator(nn.Module):

@@ -1,0 +1,250 @@
+"""Training and evaluation speed of the source scorer and of X-Cross, on CPU or GPU, in one run.
+
+    .venv/bin/python benchmarks/bench_speed.py                       # MiniLM and a DeBERTa-v3-base-sized model
+    .venv/bin/python benchmarks/bench_speed.py --backbones minilm --device cuda
+
+Per backbone (MiniLM; a DeBERTa-v2 model of DeBERTa-v3-base's sizes built from a config, random
+weights, so the timing is real and nothing is downloaded), with made prompts of realistic length:
+- training step (forward + backward) of one plain LoRA scorer, of X-Cross for n = 2 and 3 (batched
+  streams), and of the same integration done with n sequential peft passes per layer
+  (`xcross_lib.models.xcross.sequential`, tested equal); ratios against n plain LoRA steps;
+- achieved FLOP/s of each training step (FLOPs counted by torch's FlopCounterMode) against the
+  matrix-product peak of the same precision, measured in the same run;
+- evaluation throughput (prompts per second) of a source model and of X-Cross, with dynamic
+  padding and padded to max_length;
+- float32 and bf16 autocast for all of it, with the largest score difference;
+- peak memory: per figure on CUDA; on a CPU the process's resident high-water mark after it.
+One JSON line per figure, then a table. Ratios hold within one run on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import resource
+import time
+import warnings
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import AutoModel, DebertaV2Config
+
+from xcross_lib.data.encoding import PromptEncoder
+from xcross_lib.models import Scorer, ScorerConfig, load_backbone, multiple_choice_loss
+from xcross_lib.models.backbones import Backbone, minilm_dir
+from xcross_lib.models.xcross import XCross, XCrossConfig
+from xcross_lib.models.xcross.sequential import sequential_stream_states
+
+
+def deberta_base_sized(seed: int = 0) -> Backbone:
+    """DeBERTa-v3-base's shapes (12 layers, d = 768, 12 heads, FFN 3072, relative attention) with
+    random weights and the MiniLM tokenizer's vocabulary."""
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(seed)
+    config = DebertaV2Config(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                             intermediate_size=3072, max_position_embeddings=512, type_vocab_size=0,
+                             relative_attention=True, position_buckets=256, pos_att_type=["p2c", "c2p"],
+                             position_biased_input=False)
+    return Backbone("deberta-v3-base-sized", AutoModel.from_config(config), AutoTokenizer.from_pretrained(minilm_dir()))
+
+
+def backbone(name: str) -> Backbone:
+    return deberta_base_sized() if name == "deberta-v3-base-sized" else load_backbone(name)
+
+
+def made_inputs(tokenizer, users: int, candidates: int, max_length: int, pad_to_max: bool = False, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    words = "cordless drill hammer saw level tape glue light bulb led wrench socket set steel pro kit".split()
+    titles = {i: " ".join(rng.choice(words, size=int(rng.integers(5, 12)))) for i in range(300)}
+    encoder = PromptEncoder(tokenizer, titles, max_length)
+    histories = [list(rng.choice(300, size=int(rng.integers(4, 9)), replace=False)) for _ in range(users)]
+    cands = [list(rng.choice(300, size=candidates, replace=False)) for _ in range(users)]
+    batch = encoder.batch(histories, cands, [0] * users)
+    inputs = batch.model_inputs()
+    if pad_to_max:
+        pad = max_length - inputs["input_ids"].shape[1]
+        inputs = {k: torch.nn.functional.pad(v, (0, pad), value=encoder.pad_id if k == "input_ids" else 0)
+                  for k, v in inputs.items()}
+    return inputs, batch.target_index, candidates
+
+
+def sources_for(name: str, n: int):
+    out = []
+    for s in range(n):
+        torch.manual_seed(100 + s)
+        model = Scorer(backbone(name), ScorerConfig(pooling="mean"))
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                if "lora_B" in k:
+                    p.normal_(0, 0.02)
+        out.append(model)
+    return out
+
+
+class SequentialXCross(torch.nn.Module):
+    """X-Cross's forward with the streams run by n separate peft models, layer by layer."""
+
+    def __init__(self, xcross: XCross, sources):
+        super().__init__()
+        self.xcross, self.sources = xcross, sources
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        h = sequential_stream_states(self.xcross, self.sources, input_ids, attention_mask, token_type_ids)
+        hidden = torch.einsum("n,nbtd->btd", self.xcross.stream_weights.to(h.dtype), h)
+        return self.xcross.head(hidden, attention_mask, token_type_ids)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, repeats: int, device) -> float:
+    fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def autocast(device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def matmul_peak(device, dtype, size: int, repeats: int) -> float:
+    """FLOP/s of the best of `repeats` square matrix products of the given precision."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = min(timed(lambda: a @ b, 1, device) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def peak_memory_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def measure_step(model, inputs, targets, n_candidates, device, bf16: bool, repeats: int) -> dict:
+    model.train()
+    for module in model.modules():  # the comparison is of arithmetic, not of dropout masks
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+    def step():
+        with autocast(device, bf16):
+            scores = model(**inputs)
+        loss = multiple_choice_loss(scores, n_candidates, targets)
+        loss.backward()
+        for p in model.parameters():
+            p.grad = None
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = timed(step, repeats, device)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return {"step_s": seconds, "flops": counter.get_total_flops(), "peak_memory_mb": round(peak_memory_mb(device), 1)}
+
+
+@torch.inference_mode()
+def eval_scores(model, inputs, device, bf16: bool):
+    model.eval()
+    with autocast(device, bf16):
+        return model(**inputs).float()
+
+
+def run(args) -> list[dict]:
+    device = torch.device(args.device)
+    figures = []
+    peaks = {}
+    for precision, dtype in (("float32", torch.float32), ("bf16", torch.bfloat16)):
+        peaks[precision] = matmul_peak(device, dtype, args.matmul_size, 5)
+        figures.append({"figure": "matmul_peak", "precision": precision, "size": args.matmul_size,
+                        "tflops": round(peaks[precision] / 1e12, 3)})
+    for name in args.backbones:
+        srcs = sources_for(name, max(args.sources)).copy()
+        srcs = [s.to(device) for s in srcs]
+        inputs, targets, n_cand = made_inputs(srcs[0].tokenizer, args.users, args.candidates, args.max_length)
+        if name == "deberta-v3-base-sized":
+            inputs.pop("token_type_ids", None)
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        targets = targets.to(device)
+        shape = list(inputs["input_ids"].shape)
+        for precision in ("float32", "bf16"):
+            bf16 = precision == "bf16"
+            lora = measure_step(srcs[0], inputs, targets, n_cand, device, bf16, args.repeats)
+            figures.append({"figure": "train_step", "backbone": name, "model": "LoRA scorer", "precision": precision,
+                            "batch": shape, **lora, "of_peak": round(lora["flops"] / lora["step_s"] / peaks[precision], 3)})
+            for n in args.sources:
+                xcross = XCross(backbone(name), srcs[:n], XCrossConfig()).to(device)
+                with torch.no_grad():
+                    for integrator in xcross.integrators.values():
+                        integrator.scaling.weight.normal_(0, 0.01)
+                batched = measure_step(xcross, inputs, targets, n_cand, device, bf16, args.repeats)
+                for s in srcs[:n]:
+                    s.eval()
+                sequential = measure_step(SequentialXCross(xcross, srcs[:n]), inputs, targets, n_cand, device, bf16,
+                                          args.repeats)
+                figures.append({"figure": "train_step", "backbone": name, "model": f"X-Cross n={n}", "precision": precision,
+                                "batch": shape, **batched,
+                                "of_peak": round(batched["flops"] / batched["step_s"] / peaks[precision], 3),
+                                "over_n_lora_steps": round(batched["step_s"] / (n * lora["step_s"]), 3),
+                                "sequential_peft_step_s": sequential["step_s"],
+                                "sequential_over_batched": round(sequential["step_s"] / batched["step_s"], 3)})
+                del xcross
+        # evaluation throughput and bf16 against float32
+        xcross = XCross(backbone(name), srcs[:2], XCrossConfig()).to(device)
+        padded, _, _ = made_inputs(srcs[0].tokenizer, args.users, args.candidates, args.max_length, pad_to_max=True)
+        if name == "deberta-v3-base-sized":
+            padded.pop("token_type_ids", None)
+        padded = {k: v.to(device) for k, v in padded.items()}
+        for label, model in (("source model", srcs[0]), ("X-Cross n=2", xcross)):
+            scores = {}
+            for precision in ("float32", "bf16"):
+                bf16 = precision == "bf16"
+                for padding, batch in (("dynamic", inputs), ("max_length", padded)):
+                    seconds = timed(lambda: eval_scores(model, batch, device, bf16), args.repeats, device)
+                    figures.append({"figure": "eval_throughput", "backbone": name, "model": label, "precision": precision,
+                                    "padding": padding, "batch": list(batch["input_ids"].shape),
+                                    "prompts_per_s": round(batch["input_ids"].shape[0] / seconds, 1)})
+                scores[precision] = eval_scores(model, inputs, device, bf16)
+            figures.append({"figure": "bf16_score_difference", "backbone": name, "model": label,
+                            "max_abs": round((scores["float32"] - scores["bf16"]).abs().max().item(), 5),
+                            "max_abs_score": round(scores["float32"].abs().max().item(), 5)})
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", nargs="+", default=["minilm", "deberta-v3-base-sized"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--users", type=int, default=1)
+    parser.add_argument("--candidates", type=int, default=30)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--sources", type=int, nargs="+", default=[2, 3])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--matmul-size", type=int, default=2048)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    figures = run(args)
+    for f in figures:
+        print(json.dumps({**f, "device": args.device, "threads": torch.get_num_threads()}))
+    print()
+    for f in figures:
+        if f["figure"] == "train_step":
+            extra = (f"  x(n LoRA) {f['over_n_lora_steps']:.2f}  sequential/batched {f['sequential_over_batched']:.2f}"
+                     if "over_n_lora_steps" in f else "")
+            print(f"{f['backbone']:>22} {f['model']:>12} {f['precision']:>7}: step {f['step_s']:.3f} s, "
+                  f"{f['of_peak']:.0%} of peak{extra}")
+
+
+if __name__ == "__main__":
+    main()
