@@ -177,3 +177,15 @@ def test_sequential_reference_equals_batched_streams_with_integration(kind):
         plain = torch.stack([s.encoder(**inputs).last_hidden_state for s in srcs])
     assert torch.allclose(batched, sequential, atol=1e-5)
     assert not torch.allclose(batched, plain, atol=1e-3)  # the integrators did act
+
+
+def test_deberta_xcross_runs_under_bf16_autocast():
+    """The stacked adapters' deltas keep autocast's dtype: DeBERTa's attention mask fill failed
+    when a float32 delta turned its queries back to float32."""
+    model = XCross(load_backbone("tiny-deberta", seed=0), sources(2, "tiny-deberta"), XCrossConfig()).eval()
+    inputs = {k: v for k, v in batch().model_inputs().items() if k != "token_type_ids"}
+    with torch.no_grad():
+        exact = model(**inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(**inputs).float()
+    assert torch.allclose(exact, low, atol=0.05 * exact.abs().max().item() + 1e-3)
