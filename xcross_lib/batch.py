@@ -1,7 +1,7 @@
 """A study grid through papermill: per domain, per seed, per size, several notebooks at once.
 
-    python -m xcross_lib.batch params/grid_sources.yaml --jobs 2
-    python -m xcross_lib.batch params/grid_sources.yaml --dry-run     # list the runs and what is done
+    python -m xcross_lib.batch params/grids/sources.yaml --jobs 2
+    python -m xcross_lib.batch params/grids/sources.yaml --dry-run     # list the runs and what is done
 
 A grid file names a profile and a list of notebook grids; each grid is the product of its lists:
 
