@@ -361,7 +361,8 @@ def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_c
     out = Path(out)
     commit, started_at = git_commit(), now_utc()
     model = model if model is not None else build_xcross(source_names, xcross_config, head_from)
-    encoder = PromptEncoder(model.tokenizer, data.domain.titles, train_config.max_length, model.scorer_config.encoding)
+    scorer_config = getattr(model, "scorer_config", None) or model.config  # X-Cross and mixtures; a Scorer
+    encoder = PromptEncoder(model.tokenizer, data.domain.titles, train_config.max_length, scorer_config.encoding)
     untrained = evaluate_scorer(model, encoder, test, progress=False) if with_untrained else None
     result = train_scorer(model, encoder, train, val, train_config, out / "run", progress=progress)
     per_user = evaluate_scorer(model, encoder, test, bf16=result.bf16, progress=False)
