@@ -175,9 +175,10 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     run.run_notebook("09_convergence", {"model": None}, output=tmp_path / "09.ipynb", progress=False)
     ols = pd.read_csv(tmp_path / "out" / "convergence_ols.csv", index_col=0)
     assert list(ols.index) == ["Intercept", "length_mean", "length_std"] and ols["n_runs"].eq(8).all()
-    run.run_notebook("10_report", {}, output=tmp_path / "10.ipynb", progress=False)
-    html = (tmp_path / "out" / "report.html").read_text()
-    assert "Table 2" in html and "Tools-LoRA" in html and "- Layers" in html and "no results yet" not in html
+    report = nbformat.read(run.run_notebook("10_report", {}, output=tmp_path / "10.ipynb", progress=False), as_version=4)
+    shown = json.dumps([o for c in report.cells for o in c.get("outputs", [])])
+    assert "Tools-LoRA" in shown and "- Layers" in shown and "MeteoRA" in shown and "no results yet" not in shown
+    assert "Table 2" in (tmp_path / "out" / "report.html").read_text()
 
 
 @pytest.mark.unit
