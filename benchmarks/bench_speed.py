@@ -161,9 +161,22 @@ def eval_scores(model, inputs, device, bf16: bool):
         return model(**inputs).float()
 
 
+class Figures(list):
+    """Figures, each printed as a JSON line the moment it is measured (a long run shows progress,
+    and a run stopped half-way keeps what it measured)."""
+
+    def __init__(self, device: str):
+        super().__init__()
+        self.device = device
+
+    def append(self, figure: dict) -> None:
+        super().append(figure)
+        print(json.dumps({**figure, "device": self.device, "threads": torch.get_num_threads()}), flush=True)
+
+
 def run(args) -> list[dict]:
     device = torch.device(args.device)
-    figures = []
+    figures = Figures(args.device)
     peaks = {}
     for precision, dtype in (("float32", torch.float32), ("bf16", torch.bfloat16)):
         peaks[precision] = matmul_peak(device, dtype, args.matmul_size, 5)
@@ -235,8 +248,6 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     figures = run(args)
-    for f in figures:
-        print(json.dumps({**f, "device": args.device, "threads": torch.get_num_threads()}))
     print()
     for f in figures:
         if f["figure"] == "train_step":

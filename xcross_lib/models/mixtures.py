@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import Backbone
-from .scorer import Scorer, TrainableState
+from .scorer import ScoresFromEncode, Scorer, TrainableState
 from .xcross.model import _get, _set, lora_modules
 
 KINDS = ("xlora", "meteora")
@@ -59,7 +59,7 @@ def top_k_softmax(logits: torch.Tensor, k: int | None) -> torch.Tensor:
     return sparse / sparse.sum(-1, keepdim=True)
 
 
-class AdapterMixture(TrainableState, nn.Module):
+class AdapterMixture(ScoresFromEncode, TrainableState, nn.Module):
     """XLoRA-style (`kind="xlora"`) or MeteoRA-style (`kind="meteora"`) mixing of n source adapters."""
 
     def __init__(self, backbone: Backbone, sources: list[Scorer], kind: str = "meteora", top_k: int | None = None,
@@ -130,17 +130,6 @@ class AdapterMixture(TrainableState, nn.Module):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         self._set_gates(None)  # no stale gates (and their graphs) between passes
         return hidden
-
-    def embed(self, input_ids, attention_mask) -> torch.Tensor:
-        return self.head.embed(self.encode(input_ids, attention_mask), attention_mask)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, history_input_ids=None,
-                history_attention_mask=None) -> torch.Tensor:
-        """The same inputs and (B*C,) scores as Scorer.forward."""
-        if self.scorer_config.encoding == "separate":
-            return self.head(self.embed(history_input_ids, history_attention_mask), self.embed(input_ids, attention_mask))
-        hidden = self.encode(input_ids, attention_mask, token_type_ids)
-        return self.head(hidden, attention_mask, token_type_ids)
 
     def parameter_counts(self) -> dict[str, int]:
         mixing = self.classifier if self.kind == "xlora" else self.gates

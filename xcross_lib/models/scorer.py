@@ -137,6 +137,23 @@ class TrainableState:
                 params[k].copy_(v)
 
 
+class ScoresFromEncode:
+    """Scoring for models over frozen source streams (X-Cross, the adapter mixtures): they define
+    encode(input_ids, attention_mask, token_type_ids) -> (B, T, d), a head and scorer_config, and
+    get the same inputs and (B*C,) scores as Scorer.forward."""
+
+    def embed(self, input_ids, attention_mask) -> torch.Tensor:
+        """Two towers: unit-length (N, d) embeddings of N single segments."""
+        return self.head.embed(self.encode(input_ids, attention_mask), attention_mask)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, history_input_ids=None,
+                history_attention_mask=None) -> torch.Tensor:
+        if self.scorer_config.encoding == "separate":
+            return self.head(self.embed(history_input_ids, history_attention_mask), self.embed(input_ids, attention_mask))
+        hidden = self.encode(input_ids, attention_mask, token_type_ids)
+        return self.head(hidden, attention_mask, token_type_ids)
+
+
 class Scorer(TrainableState, nn.Module):
     """A frozen backbone with a LoRA adapter (trainable), and a scoring head (trainable)."""
 

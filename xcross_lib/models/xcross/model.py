@@ -16,7 +16,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from ..backbones import Backbone
-from ..scorer import Scorer, TrainableState
+from ..scorer import ScoresFromEncode, Scorer, TrainableState
 from .config import XCrossConfig
 from .layer import Integrator, StackedLoRALinear
 
@@ -39,7 +39,7 @@ def lora_modules(source: Scorer) -> dict[str, LoraLayer]:
             for name, m in source.encoder.named_modules() if isinstance(m, LoraLayer)}
 
 
-class XCross(TrainableState, nn.Module):
+class XCross(ScoresFromEncode, TrainableState, nn.Module):
     def __init__(self, backbone: Backbone, sources: list[Scorer], config: XCrossConfig | None = None,
                  head_from: int = 0):
         super().__init__()
@@ -128,18 +128,6 @@ class XCross(TrainableState, nn.Module):
         """Stage 4: h = sum_i w_i h~_i^L, (B, T, d)."""
         h = self.stream_states(input_ids, attention_mask, token_type_ids)
         return torch.einsum("n,nbtd->btd", self.stream_weights.to(h.dtype), h)
-
-    def embed(self, input_ids, attention_mask) -> torch.Tensor:
-        """Two towers: unit-length (N, d) embeddings of N single segments through the integrated streams."""
-        return self.head.embed(self.encode(input_ids, attention_mask), attention_mask)
-
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, history_input_ids=None,
-                history_attention_mask=None) -> torch.Tensor:
-        """The same inputs and (B*C,) scores as Scorer.forward."""
-        if self.scorer_config.encoding == "separate":
-            return self.head(self.embed(history_input_ids, history_attention_mask), self.embed(input_ids, attention_mask))
-        hidden = self.encode(input_ids, attention_mask, token_type_ids)
-        return self.head(hidden, attention_mask, token_type_ids)
 
     # -- sizes ----------------------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:
