@@ -15,6 +15,7 @@ from .data.encoding import PromptEncoder
 from .data.protocol import item_popularity, prefix_examples
 from .metrics import paired_ttest, per_user_metrics, summarize
 from .models import Scorer, ScorerConfig, load_backbone
+from .models.scorer import scorer_config_of
 from .models.source import load_source, save_source
 from .paths import outputs_dir
 from .provenance import git_commit, now_utc, write_json_atomic
@@ -361,8 +362,7 @@ def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_c
     out = Path(out)
     commit, started_at = git_commit(), now_utc()
     model = model if model is not None else build_xcross(source_names, xcross_config, head_from)
-    scorer_config = getattr(model, "scorer_config", None) or model.config  # X-Cross and mixtures; a Scorer
-    encoder = PromptEncoder(model.tokenizer, data.domain.titles, train_config.max_length, scorer_config.encoding)
+    encoder = PromptEncoder(model.tokenizer, data.domain.titles, train_config.max_length, scorer_config_of(model).encoding)
     untrained = evaluate_scorer(model, encoder, test, progress=False) if with_untrained else None
     result = train_scorer(model, encoder, train, val, train_config, out / "run", progress=progress)
     per_user = evaluate_scorer(model, encoder, test, bf16=result.bf16, progress=False)

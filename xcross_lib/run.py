@@ -23,7 +23,7 @@ import yaml
 
 from .errors import ParameterError
 from .paths import NOTEBOOKS_DIR, PARAMS_DIR, REPO_ROOT, outputs_dir
-from .provenance import git_commit, now_utc
+from .provenance import git_commit, now_utc, write_atomic
 
 # The quick pipeline of the README's main command: (notebook, parameters beyond the profile).
 PIPELINES: dict[str, list[tuple[str, dict]]] = {
@@ -145,11 +145,7 @@ def export_html(executed: Path) -> Path | None:
     if not name:
         return None
     html, _ = HTMLExporter().from_notebook_node(nb)
-    path = outputs_dir() / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(html)
-    os.replace(tmp, path)
+    path = write_atomic(outputs_dir() / name, html)
     print(f"[xcross] report written to {path}", flush=True)
     return path
 

@@ -98,7 +98,7 @@ def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcro
 
     from tqdm.auto import tqdm
 
-    from .experiments import run_xcross, train_source_model
+    from .experiments import run_xcross, seeded_subset, train_source_model
     from .metrics import summarize
     from .training import evaluate_scorer
 
@@ -113,8 +113,7 @@ def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcro
         name = f"{model.replace(' ', '_')}-size{size}-subset{subset}"
         path, info = out / f"{name}.parquet", out / f"{name}.json"
         subset_seed = int(np.random.default_rng([seed, size, subset]).integers(2**31))
-        train = data.frames["train"].sample(min(size, len(data.frames["train"])), random_state=subset_seed)
-        train = train.sort_values("user").reset_index(drop=True)
+        train = seeded_subset(data.frames["train"], size, subset_seed)  # what train_source_model draws for LoRA
         if not path.is_file():
             started = time.perf_counter()
             if model == "X-Cross":

@@ -137,6 +137,11 @@ class TrainableState:
                 params[k].copy_(v)
 
 
+def scorer_config_of(model) -> ScorerConfig:
+    """The scorer settings of a Scorer (`config`) or of a model over source streams (`scorer_config`)."""
+    return getattr(model, "scorer_config", None) or model.config
+
+
 class ScoresFromEncode:
     """Scoring for models over frozen source streams (X-Cross, the adapter mixtures): they define
     encode(input_ids, attention_mask, token_type_ids) -> (B, T, d), a head and scorer_config, and

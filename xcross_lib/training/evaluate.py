@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from ..data.encoding import PromptEncoder, pad
 from ..metrics import per_user_metrics
+from ..models.scorer import scorer_config_of
 
 
 def autocast(device: torch.device | str, bf16: bool):
@@ -71,33 +72,40 @@ def evaluate_scorer(model, encoder: PromptEncoder, frame: pd.DataFrame, **kwargs
 
 def two_towers(model) -> bool:
     """A model whose candidates are encoded apart from the history (and has `embed`)."""
-    config = getattr(model, "scorer_config", None) or getattr(model, "config", None)
-    return getattr(config, "encoding", None) == "separate" and hasattr(model, "embed")
+    return hasattr(model, "embed") and scorer_config_of(model).encoding == "separate"
 
 
-def _embed_all(model, id_lists, pad_id: int, batch_size: int, device, bf16: bool, progress: bool, desc: str) -> torch.Tensor:
-    """(len(id_lists), d) embeddings, in length-sorted batches."""
+@torch.inference_mode()
+def embed_segments(embed, encoder: PromptEncoder, id_lists, device, bf16: bool = False, batch_size: int = 128,
+                   progress: bool = False, desc: str = "embedding") -> torch.Tensor:
+    """(len(id_lists), d) embeddings of single segments ([CLS] ids [SEP], cut to max_length) by
+    embed(input_ids, attention_mask) -> (N, d), in length-sorted batches."""
+    segments = [encoder.single(ids) for ids in id_lists]
     out = None
-    for idx in tqdm(length_sorted_batches(np.array([len(x) for x in id_lists]), batch_size), desc=desc,
+    for idx in tqdm(length_sorted_batches(np.array([len(x) for x in segments]), batch_size), desc=desc,
                     disable=not progress, leave=False):
-        ids, mask, _ = pad([id_lists[i] for i in idx], pad_id)
+        ids, mask, _ = pad([segments[i] for i in idx], encoder.pad_id)
         with autocast(device, bf16):
-            emb = model.embed(ids.to(device), mask.to(device)).float()
+            emb = embed(ids.to(device), mask.to(device)).float()
         if out is None:
-            out = torch.zeros(len(id_lists), emb.shape[-1], device=device)
+            out = torch.zeros(len(segments), emb.shape[-1], device=device)
         out[torch.as_tensor(idx, device=device)] = emb
     return out
 
 
-def _score_two_towers(model, encoder: PromptEncoder, histories, candidates, device, bf16, progress, desc,
-                      batch_size: int = 128) -> np.ndarray:
+def history_texts(encoder: PromptEncoder, histories) -> list[list[int]]:
+    """Each history's newest items that fit one segment of max_length."""
     budget = encoder.max_length - len(encoder.single_prefix) - len(encoder.single_suffix)
+    return [encoder.history_ids(h, budget) for h in histories]
+
+
+def _score_two_towers(model, encoder: PromptEncoder, histories, candidates, device, bf16, progress, desc) -> np.ndarray:
     items = sorted({c for cands in candidates for c in cands})
     row_of = {item: r for r, item in enumerate(items)}
-    history_emb = _embed_all(model, [encoder.single(encoder.history_ids(h, budget)) for h in histories],
-                             encoder.pad_id, batch_size, device, bf16, progress, f"{desc}: histories")
-    item_emb = _embed_all(model, [encoder.single(encoder.item_ids[i]) for i in items], encoder.pad_id,
-                          batch_size, device, bf16, progress, f"{desc}: {len(items)} distinct candidates")
+    history_emb = embed_segments(model.embed, encoder, history_texts(encoder, histories), device, bf16,
+                                 progress=progress, desc=f"{desc}: histories")
+    item_emb = embed_segments(model.embed, encoder, [encoder.item_ids[i] for i in items], device, bf16,
+                              progress=progress, desc=f"{desc}: {len(items)} distinct candidates")
     rows = torch.as_tensor([[row_of[c] for c in cands] for cands in candidates], device=device)  # (U, C)
     scores = np.zeros(tuple(rows.shape), dtype=np.float32)
     for start in range(0, len(rows), 256):
