@@ -44,6 +44,34 @@ def test_unknown_notebook_and_cli_errors(capsys):
 
 
 @pytest.mark.unit
+def test_every_pipeline_step_has_valid_parameters_and_a_pipeline_typo_is_an_error(capsys, monkeypatch):
+    profile = run.load_profile("cpu")
+    for name, steps in run.PIPELINES.items():
+        for notebook, params in steps:
+            resolved = run.resolve_parameters(notebook, profile, params)  # raises on a name the notebook lacks
+            assert all(resolved[k] == v for k, v in params.items())
+    monkeypatch.delenv("XCROSS_OUTPUTS_DIR", raising=False)
+    assert run.main(["--pipeline", "quick", "-p", "n_test_user", "5"]) == 2  # before anything runs
+    assert "no notebook of the pipeline has a parameter 'n_test_user'. Did you mean 'n_test_users'" in capsys.readouterr().err
+
+
+@pytest.mark.unit
+def test_report_reads_the_shipped_results_beside_another_outputs_folder(tmp_path):
+    from xcross_lib import report
+    from xcross_lib.paths import REPO_ROOT
+
+    (tmp_path / "reference").mkdir()
+    pd.DataFrame({"model": ["X-Cross", "Pooler + Scorer", "random"], "target": "Tools", "hit@1": [9.0, 8.0, 3.0],
+                  "mrr": [20.0, 19.0, 10.0]}).to_csv(tmp_path / "reference" / "table2_tools.csv", index=False)
+    table = report.our_table2(tmp_path)
+    mine = table[table["results"] == str(tmp_path)]
+    assert sorted(mine["model"]) == ["Pooler + Scorer", "X-Cross"]  # reference rows come from the zero-shot matrix
+    if (REPO_ROOT / "outputs" / "reference" / "zero_shot_matrix.csv").is_file():  # the shipped results, labelled
+        assert (table["results"] == "outputs").any() and "Tools-LoRA" in set(table["model"])
+    assert report._roots(REPO_ROOT / "outputs") == [REPO_ROOT / "outputs"]
+
+
+@pytest.mark.unit
 def test_cli_values_parse_as_yaml():
     assert run._parse_value("0.4") == 0.4 and run._parse_value("Tools") == "Tools"
     assert run._parse_value("[Tools, Toys]") == ["Tools", "Toys"] and run._parse_value("null") is None
@@ -156,7 +184,7 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     assert ablation["p (X-Cross vs this, hit@1)"].iloc[1:].between(0, 1).all()
     run.run_notebook("04_baselines", {**small, "write_reference": True}, profile="smoke", output=tmp_path / "04.ipynb",
                      progress=False)
-    baselines = pd.read_csv(tmp_path / "out" / "reference" / "baselines_toys.csv").set_index("model")
+    baselines = pd.read_csv(tmp_path / "out" / "reference" / "table2_toys.csv").set_index("model")
     assert list(baselines.index[:4]) == ["LoRA", "Pooler + Scorer", "XLoRA", "MeteoRA"]
     trainable = baselines["trainable_parameters"]
     head = trainable["Pooler + Scorer"]

@@ -34,11 +34,25 @@ def paper_table3() -> pd.DataFrame:
     return pd.read_csv(d / "table3.csv") if d and (d / "table3.csv").is_file() else pd.DataFrame()
 
 
+def _roots(output_dir=None) -> list[Path]:
+    """The outputs folder read; when it is not the repository's outputs/ (the quick pipeline's
+    outputs/quick/, $XCROSS_OUTPUTS_DIR), the shipped results of the repository come first."""
+    here, shipped = outputs_dir(output_dir), REPO_ROOT / "outputs"
+    return [shipped, here] if shipped.resolve() != here.resolve() else [here]
+
+
+def _label(root: Path) -> str:
+    try:
+        return str(root.resolve().relative_to(REPO_ROOT.resolve()))
+    except ValueError:
+        return str(root)
+
+
 def _read_all(pattern: str, output_dir=None) -> pd.DataFrame:
-    """Every CSV matching pattern under outputs/, committed references first; newest copy of a row wins."""
-    root = outputs_dir(output_dir)
-    files = sorted(root.glob(pattern))
-    frames = [pd.read_csv(f).assign(file=str(f.relative_to(root))) for f in files]
+    """Every CSV matching pattern under the outputs folders of _roots, with `results` (which
+    outputs folder) and `file` (the path in it)."""
+    frames = [pd.read_csv(f).assign(results=_label(root), file=str(f.relative_to(root)))
+              for root in _roots(output_dir) for f in sorted(root.glob(pattern))]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -58,16 +72,16 @@ def our_table2(output_dir=None) -> pd.DataFrame:
         x = xcross[xcross["model"].isin(["X-Cross", "X-Cross untrained (average)"])].copy()
         x["group"] = "Domain Integration"
         rows.append(x)
-    baselines = _read_all("reference/baselines_*.csv", output_dir)
-    if len(baselines):
-        b = baselines[baselines["model"].isin(["Pooler + Scorer", "XLoRA", "MeteoRA", "LoRA"])].copy()
+    table2 = _read_all("reference/table2_*.csv", output_dir)  # notebook 04: the baselines (and X-Cross beside them)
+    if len(table2):
+        b = table2[table2["model"].isin(["X-Cross", "Pooler + Scorer", "XLoRA", "MeteoRA", "LoRA"])].copy()
         b["model"] = b["model"].replace({"LoRA": "target LoRA"})
         b["group"] = "Domain Integration"
         rows.append(b)
     if not rows:
         return pd.DataFrame()
-    keep = ["group", "model", "target", *METRICS, "n_users", "commit", "produced_at", "budget"]
-    out = pd.concat(rows, ignore_index=True)
+    keep = ["group", "model", "target", *METRICS, "n_users", "results", "commit", "produced_at", "budget"]
+    out = pd.concat(rows, ignore_index=True).drop_duplicates(["model", "target", "results"])
     return out[[c for c in keep if c in out.columns]]
 
 
@@ -78,7 +92,7 @@ def our_table4(output_dir=None) -> pd.DataFrame:
     x = xcross[xcross["model"].isin(list(ABLATION_NAMES))].copy()
     x["model"] = x["model"].map(ABLATION_NAMES)
     p_col = "p (X-Cross vs this, hit@1)"
-    return x[["model", "target", *METRICS, *([p_col] if p_col in x else []), "commit", "produced_at", "budget"]]
+    return x[["model", "target", *METRICS, *([p_col] if p_col in x else []), "results", "commit", "produced_at", "budget"]]
 
 
 def beside_paper(ours: pd.DataFrame, table: str, metrics=("hit@1", "mrr")) -> pd.DataFrame:
@@ -97,14 +111,18 @@ def our_table3(output_dir=None) -> pd.DataFrame:
     if not len(limited):
         return pd.DataFrame()
     cols = [c for c in limited.columns if c.startswith("smallest size") or c in
-            ("target", "largest_size_significant", "saving_percent", "reference (best zero-shot Hit@1)", "commit", "produced_at", "budget")]
-    ours = limited[cols].drop_duplicates("target")
+            ("target", "largest_size_significant", "saving_percent", "reference (best zero-shot Hit@1)", "results", "commit", "produced_at", "budget")]
+    ours = limited[cols].drop_duplicates(["target", "results"])
     paper = paper_table3()
     return ours.merge(paper.add_suffix(" (paper)").rename(columns={"target (paper)": "target"}), on="target", how="left") if len(paper) else ours
 
 
 def limited_runs(output_dir=None) -> pd.DataFrame:
-    return _read_all("xcross/*-limited-*/limited_data.csv", output_dir)
+    """Figure 3's rows (model, size, mean and spread): the committed reference tables, and local
+    studies not yet written there."""
+    rows = pd.concat([_read_all("reference/limited_data_*.csv", output_dir),
+                      _read_all("xcross/*-limited-*/limited_data.csv", output_dir)], ignore_index=True)
+    return rows.drop_duplicates(["target", "model", "size", "commit", "produced_at"]) if len(rows) else rows
 
 
 def layer_sweeps(output_dir=None) -> pd.DataFrame:

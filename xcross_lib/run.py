@@ -22,13 +22,30 @@ from pathlib import Path
 import yaml
 
 from .errors import ParameterError
-from .paths import NOTEBOOKS_DIR, PARAMS_DIR, REPO_ROOT, outputs_dir
+from .paths import ENV_OUTPUTS_DIR, NOTEBOOKS_DIR, PARAMS_DIR, REPO_ROOT, outputs_dir
 from .provenance import git_commit, now_utc, write_atomic
 
-# The quick pipeline of the README's main command: (notebook, parameters beyond the profile).
+# The quick pipeline of the README's main command: (notebook, parameters beyond the profile). It shows
+# every stage on the shared data in minutes, not a study: small sources trained here, 200 target users,
+# 300 test users. It writes under outputs/quick/ ($XCROSS_OUTPUTS_DIR), so its small source models never
+# stand in for the shipped ones of outputs/reference/sources/; its report shows the shipped results too.
+_QUICK_USERS = {"n_val_users": 100, "n_test_users": 300}
+_QUICK_SOURCE = {"encoding": "separate", "learning_rate": 4e-4, "warmup_ratio": 0.05, "batch_size": 8,
+                 "train_candidates": 30, "n_train_users": 200, **_QUICK_USERS}
+_QUICK_TARGET = {"target": "Tools", "sources": "Sports,Electronics", "n_train_users": 200, **_QUICK_USERS}
 PIPELINES: dict[str, list[tuple[str, dict]]] = {
-    "quick": [("00_data", {"domains": "all"})],
+    "quick": [
+        ("00_data", {"domains": "Tools,Sports,Electronics"}),
+        ("01_source_lora", {"domain": "Sports", **_QUICK_SOURCE}),
+        ("01_source_lora", {"domain": "Electronics", **_QUICK_SOURCE}),
+        ("02_zero_shot", {"sources": "Sports,Electronics", "targets": "Tools", **_QUICK_USERS, "write_reference": True}),
+        ("03_xcross", _QUICK_TARGET),
+        ("04_baselines", {**_QUICK_TARGET, "baselines": ["Pooler + Scorer"], "write_reference": True}),
+        ("10_report", {}),
+    ],
 }
+# where a pipeline writes, under outputs/ (unless $XCROSS_OUTPUTS_DIR is set)
+PIPELINE_OUTPUTS = {"quick": "quick"}
 
 
 def notebook_path(name: str | os.PathLike) -> Path:
@@ -161,6 +178,12 @@ def _kernel_sees_this_environment() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, paths)])
 
 
+def _check_name_in_steps(explicit: dict, steps: list[tuple[str, dict]]) -> None:
+    known = set().union(*(notebook_parameters(notebook_path(name)) for name, _ in steps))
+    for key in explicit:
+        _check_name(key, known, "no notebook of the pipeline has a parameter")
+
+
 def _parse_value(text: str):
     """-p values as YAML scalars or lists: 0 -> int, 0.4 and 2e-4 -> float, null -> None, [a, b] -> list.
     (PyYAML reads 2e-4, without a dot, as a string; numbers are tried first.)"""
@@ -189,13 +212,27 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m xcross_lib.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     explicit = {k: _parse_value(v) for k, v in args.parameter}
     steps = PIPELINES[args.pipeline] if args.pipeline else [(args.notebook, {})]
+    if args.pipeline:  # a -p value goes to the steps that have it; one that no step has is a typo
+        try:
+            _check_name_in_steps(explicit, steps)
+        except ParameterError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    if args.pipeline in PIPELINE_OUTPUTS and not os.environ.get(ENV_OUTPUTS_DIR):
+        os.environ[ENV_OUTPUTS_DIR] = str(outputs_dir() / PIPELINE_OUTPUTS[args.pipeline])  # the kernels inherit it
     print(f"[xcross] {now_utc()} commit {git_commit(short=True)}: {command}", flush=True)
+    began = time.perf_counter()
     try:
         for name, step_params in steps:
             start = time.perf_counter()
-            out = run_notebook(name, {**step_params, **explicit}, args.profile,
+            given = explicit if not args.pipeline else {k: v for k, v in explicit.items() if k in notebook_parameters(notebook_path(name))}
+            out = run_notebook(name, {**step_params, **given}, args.profile,
                                args.output if not args.pipeline else None, command)
             print(f"[xcross] {name}: done in {time.perf_counter() - start:.0f} s -> {out}", flush=True)
+        if args.pipeline:
+            report = outputs_dir() / "report.html"
+            print(f"[xcross] pipeline {args.pipeline!r} done in {time.perf_counter() - began:.0f} s; results under "
+                  f"{outputs_dir()}" + (f"; the report: {report}" if report.is_file() else ""), flush=True)
     except ParameterError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
