@@ -209,7 +209,7 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     assert limited["p (X-Cross vs LoRA, hit@1)"].between(0, 1).all()
     run.run_notebook("09_convergence", {"model": None}, output=tmp_path / "09.ipynb", progress=False)
     ols = pd.read_csv(tmp_path / "out" / "convergence_ols.csv", index_col=0)
-    assert list(ols.index) == ["Intercept", "length_mean", "length_std"] and ols["n_runs"].eq(8).all()
+    assert list(ols.index) == ["Intercept", "C(model)[T.X-Cross]", "length_mean", "length_std"] and ols["n_runs"].eq(8).all()
     report = nbformat.read(run.run_notebook("10_report", {}, output=tmp_path / "10.ipynb", progress=False), as_version=4)
     shown = json.dumps([o for c in report.cells for o in c.get("outputs", [])])
     assert "Tools-LoRA" in shown and "- Layers" in shown and "MeteoRA" in shown and "no results yet" not in shown

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from xcross_lib.studies import convergence_ols, size_summary, table3
 
@@ -63,5 +64,27 @@ def test_convergence_ols_matches_a_least_squares_fit():
     residual = runs["hit@1"].to_numpy() - X @ beta
     centered = runs["hit@1"].to_numpy() - runs["hit@1"].mean()
     assert fit.rsquared == pytest.approx(1 - residual @ residual / (centered @ centered))
+    # the 95% intervals by hand: beta +- t(0.975, n - 3) * sqrt(diag(s^2 (X'X)^-1))
+    s2 = residual @ residual / (12 - 3)
+    half = stats.t.ppf(0.975, 12 - 3) * np.sqrt(np.diag(s2 * np.linalg.inv(X.T @ X)))
+    ci = fit.conf_int().loc[["Intercept", "length_mean", "length_std"]].to_numpy()
+    assert np.allclose(ci, np.column_stack([beta - half, beta + half]))
     with pytest.raises(ValueError, match="cannot fit"):
         convergence_ols(runs.head(3))
+
+
+def test_convergence_ols_with_the_model_as_a_fixed_effect_equals_statsmodels_on_dummies():
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(1)
+    runs = pd.DataFrame({"length_mean": rng.uniform(40, 120, 16), "length_std": rng.uniform(5, 30, 16),
+                         "model": ["LoRA", "X-Cross"] * 8})
+    runs["hit@1"] = 5 + 0.05 * runs["length_mean"] + 3 * (runs["model"] == "X-Cross") + rng.normal(0, 0.5, 16)
+    fit = convergence_ols(runs, fixed_effects=("model",))
+    X = sm.add_constant(runs[["length_mean", "length_std"]].assign(xcross=(runs["model"] == "X-Cross").astype(float)))
+    direct = sm.OLS(runs["hit@1"], X).fit()
+    assert fit.params["C(model)[T.X-Cross]"] == pytest.approx(direct.params["xcross"])
+    assert fit.params["length_mean"] == pytest.approx(direct.params["length_mean"])
+    assert fit.rsquared == pytest.approx(direct.rsquared) and 2 < fit.params["C(model)[T.X-Cross]"] < 4
+    with pytest.raises(KeyError, match="seed"):
+        convergence_ols(runs, fixed_effects=("seed",))

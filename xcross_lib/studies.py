@@ -53,19 +53,22 @@ def table3(per_user: pd.DataFrame, reference: float, model: str = "X-Cross", bas
 
 
 def convergence_ols(runs: pd.DataFrame, accuracy: str = "hit@1",
-                    predictors: tuple[str, ...] = ("length_mean", "length_std")):
+                    predictors: tuple[str, ...] = ("length_mean", "length_std"), fixed_effects: tuple[str, ...] = ()):
     """Section 4.6: OLS of each run's accuracy on the mean and standard deviation of its training
-    prompts' lengths (tokens). Returns the fitted statsmodels results (summary(), rsquared, params,
+    prompts' lengths (tokens), with optional categorical fixed effects (e.g. ("model",) when runs of
+    several models are pooled). Returns the fitted statsmodels results (summary(), rsquared, params,
     conf_int(), pvalues)."""
     import statsmodels.formula.api as smf
 
-    missing = [c for c in (accuracy, *predictors) if c not in runs.columns]
+    missing = [c for c in (accuracy, *predictors, *fixed_effects) if c not in runs.columns]
     if missing:
         raise KeyError(f"columns {missing} not in the runs table; it has {list(runs.columns)}")
-    if len(runs) <= len(predictors) + 1:
-        raise ValueError(f"{len(runs)} runs cannot fit {len(predictors)} predictors and an intercept")
+    n_terms = len(predictors) + 1 + sum(runs[c].nunique() - 1 for c in fixed_effects)
+    if len(runs) <= n_terms:
+        raise ValueError(f"{len(runs)} runs cannot fit {n_terms} terms (predictors, fixed effects, intercept)")
     frame = runs.rename(columns={accuracy: "accuracy"})
-    return smf.ols("accuracy ~ " + " + ".join(predictors), data=frame).fit()
+    terms = [*predictors, *(f"C({c})" for c in fixed_effects)]
+    return smf.ols("accuracy ~ " + " + ".join(terms), data=frame).fit()
 
 
 def prompt_length_stats(lengths: np.ndarray) -> dict:
