@@ -85,6 +85,9 @@ def plot_limited_data(summary: pd.DataFrame, reference: float | None = None, ref
         ax.fill_between(group["size"], group["min"], group["max"], color=f"C{k}", alpha=0.2, label=f"{model} (range)")
     if reference is not None:
         ax.axhline(reference, ls="--", c="gray", label=reference_name)
+    sizes = sorted(summary["size"].unique())
     ax.set(xscale="log", xlabel="target training users", ylabel=metric, title="Limited target data")
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.legend(fontsize=8)
     return ax

@@ -15,6 +15,7 @@ scores against the target's position.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -176,7 +177,9 @@ class Scorer(TrainableState, nn.Module):
             target_modules=self.config.lora_targets or backbone.lora_targets,
             bias="none",
         )
-        self.encoder = get_peft_model(backbone.model, lora, adapter_name=adapter_name)  # freezes the rest
+        with warnings.catch_warnings():  # peft 0.21 reads a property that transformers 5 deprecates, once per model
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            self.encoder = get_peft_model(backbone.model, lora, adapter_name=adapter_name)  # freezes the rest
         if self.config.encoding == "pair":
             self.head = ScoringHead(backbone.hidden_size, self.config.pooling, self.config.dropout, self.config.cosine_scale)
         else:
