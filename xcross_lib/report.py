@@ -80,7 +80,7 @@ def our_table2(output_dir=None) -> pd.DataFrame:
         rows.append(b)
     if not rows:
         return pd.DataFrame()
-    keep = ["group", "model", "target", *METRICS, "n_users", "results", "commit", "produced_at", "budget"]
+    keep = ["group", "model", "target", *METRICS, "n_users", "results", "backbone", "commit", "produced_at", "budget"]
     out = pd.concat(rows, ignore_index=True).drop_duplicates(["model", "target", "results"])
     return out[[c for c in keep if c in out.columns]]
 
@@ -92,7 +92,7 @@ def our_table4(output_dir=None) -> pd.DataFrame:
     x = xcross[xcross["model"].isin(list(ABLATION_NAMES))].copy()
     x["model"] = x["model"].map(ABLATION_NAMES)
     p_col = "p (X-Cross vs this, hit@1)"
-    return x[["model", "target", *METRICS, *([p_col] if p_col in x else []), "results", "commit", "produced_at", "budget"]]
+    return x[["model", "target", *METRICS, *([p_col] if p_col in x else []), "results", *(["backbone"] if "backbone" in x else []), "commit", "produced_at", "budget"]]
 
 
 def beside_paper(ours: pd.DataFrame, table: str, metrics=("hit@1", "mrr")) -> pd.DataFrame:
@@ -111,7 +111,7 @@ def our_table3(output_dir=None) -> pd.DataFrame:
     if not len(limited):
         return pd.DataFrame()
     cols = [c for c in limited.columns if c.startswith("smallest size") or c in
-            ("target", "largest_size_significant", "saving_percent", "reference (best zero-shot Hit@1)", "results", "commit", "produced_at", "budget")]
+            ("target", "largest_size_significant", "saving_percent", "reference (best zero-shot Hit@1)", "results", "backbone", "commit", "produced_at", "budget")]
     ours = limited[cols].drop_duplicates(["target", "results"])
     paper = paper_table3()
     return ours.merge(paper.add_suffix(" (paper)").rename(columns={"target (paper)": "target"}), on="target", how="left") if len(paper) else ours
