@@ -182,10 +182,16 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     assert ablation["trainable_parameters"].iloc[0] > ablation["trainable_parameters"].iloc[1]  # -layers drops W
     assert pd.read_csv(tmp_path / "out" / "reference" / "xcross_toys.csv")["commit"].notna().all()
     assert ablation["p (X-Cross vs this, hit@1)"].iloc[1:].between(0, 1).all()
+    run.run_notebook("03_xcross", small, profile="smoke", output=tmp_path / "03-all.ipynb", progress=False)  # X-Cross, K all
     run.run_notebook("04_baselines", {**small, "write_reference": True}, profile="smoke", output=tmp_path / "04.ipynb",
                      progress=False)
     baselines = pd.read_csv(tmp_path / "out" / "reference" / "table2_toys.csv").set_index("model")
-    assert list(baselines.index[:4]) == ["LoRA", "Pooler + Scorer", "XLoRA", "MeteoRA"]
+    assert list(baselines.index[:5]) == ["X-Cross", "LoRA", "Pooler + Scorer", "XLoRA", "MeteoRA"]  # X-Cross: same users
+    (xcross_all,) = (tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-full-Kall")
+    xcross_info = json.loads((xcross_all / "xcross.json").read_text())
+    assert baselines.loc["X-Cross", "trainable_parameters"] == xcross_info["parameters"]["trainable"]
+    p_values = baselines["p (X-Cross vs this, hit@1)"].iloc[1:].dropna()  # NaN where a row equals X-Cross on every user
+    assert len(p_values) and p_values.between(0, 1).all() and (baselines["backbone"] == "tiny-bert").all()
     trainable = baselines["trainable_parameters"]
     head = trainable["Pooler + Scorer"]
     assert trainable["XLoRA"] == trainable["MeteoRA"] == head + 3 * 2 * (32 + 1)  # L * n * (d + 1) gate weights
