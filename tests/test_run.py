@@ -61,11 +61,13 @@ def test_report_reads_the_shipped_results_beside_another_outputs_folder(tmp_path
     from xcross_lib.paths import REPO_ROOT
 
     (tmp_path / "reference").mkdir()
-    pd.DataFrame({"model": ["X-Cross", "Pooler + Scorer", "random"], "target": "Tools", "hit@1": [9.0, 8.0, 3.0],
-                  "mrr": [20.0, 19.0, 10.0]}).to_csv(tmp_path / "reference" / "table2_tools.csv", index=False)
+    pd.DataFrame({"model": ["X-Cross", "Pooler + Scorer", "Sports (zero-shot)", "random"], "target": "Tools",
+                  "hit@1": [9.0, 8.0, 7.0, 3.0], "mrr": [20.0, 19.0, 18.0, 10.0], "n_users": 300}).to_csv(
+        tmp_path / "reference" / "table2_tools.csv", index=False)
     table = report.our_table2(tmp_path)
-    mine = table[table["results"] == str(tmp_path)]
-    assert sorted(mine["model"]) == ["Pooler + Scorer", "X-Cross"]  # reference rows come from the zero-shot matrix
+    mine = table[table["results"] == str(tmp_path)].set_index("model")
+    assert sorted(mine.index) == ["Pooler + Scorer", "Sports-LoRA", "X-Cross", "random"]
+    assert mine.loc["random", "group"] == "Reference rows" and mine.loc["Sports-LoRA", "group"].startswith("LoRA Fine-Tuning")
     if (REPO_ROOT / "outputs" / "reference" / "zero_shot_matrix.csv").is_file():  # the shipped results, labelled
         assert (table["results"] == "outputs").any() and "Tools-LoRA" in set(table["model"])
     assert report._roots(REPO_ROOT / "outputs") == [REPO_ROOT / "outputs"]

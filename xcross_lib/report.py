@@ -72,16 +72,19 @@ def our_table2(output_dir=None) -> pd.DataFrame:
         x = xcross[xcross["model"].isin(["X-Cross", "X-Cross untrained (average)"])].copy()
         x["group"] = "Domain Integration"
         rows.append(x)
-    table2 = _read_all("reference/table2_*.csv", output_dir)  # notebook 04: the baselines (and X-Cross beside them)
-    if len(table2):
-        b = table2[table2["model"].isin(["X-Cross", "Pooler + Scorer", "XLoRA", "MeteoRA", "LoRA"])].copy()
-        b["model"] = b["model"].replace({"LoRA": "target LoRA"})
+    table2 = _read_all("reference/table2_*.csv", output_dir)  # notebook 04: the baselines, X-Cross, sources, references
+    if len(table2):  # all its rows: they share one set of test users, which may differ from the matrix's
+        b = table2.copy()
+        zero_shot = b["model"].str.endswith(" (zero-shot)")
+        b["model"] = b["model"].str.replace(" (zero-shot)", "-LoRA", regex=False).replace({"LoRA": "target LoRA"})
         b["group"] = "Domain Integration"
+        b.loc[zero_shot, "group"] = "LoRA Fine-Tuning on Source Domain / Zero-shot on Target Domain"
+        b.loc[b["model"].isin(["random", "popularity", "text similarity"]), "group"] = "Reference rows"
         rows.append(b)
     if not rows:
         return pd.DataFrame()
     keep = ["group", "model", "target", *METRICS, "n_users", "results", "backbone", "commit", "produced_at", "budget"]
-    out = pd.concat(rows, ignore_index=True).drop_duplicates(["model", "target", "results"])
+    out = pd.concat(rows, ignore_index=True).drop_duplicates(["model", "target", "n_users", "results"])
     return out[[c for c in keep if c in out.columns]]
 
 
