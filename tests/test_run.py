@@ -71,6 +71,9 @@ def test_report_reads_the_shipped_results_beside_another_outputs_folder(tmp_path
     if (REPO_ROOT / "outputs" / "reference" / "zero_shot_matrix.csv").is_file():  # the shipped results, labelled
         assert (table["results"] == "outputs").any() and "Tools-LoRA" in set(table["model"])
     assert report._roots(REPO_ROOT / "outputs") == [REPO_ROOT / "outputs"]
+    # printed paths: relative inside or beside the repository, so a committed report names no machine's folders
+    assert report.shown_path(REPO_ROOT.parent / "shared" / "reference") == "../shared/reference"
+    assert report.shown_path(REPO_ROOT / "outputs" / "quick") == "outputs/quick"
 
 
 @pytest.mark.unit

@@ -41,17 +41,19 @@ def _roots(output_dir=None) -> list[Path]:
     return [shipped, here] if shipped.resolve() != here.resolve() else [here]
 
 
-def _label(root: Path) -> str:
-    try:
-        return str(root.resolve().relative_to(REPO_ROOT.resolve()))
-    except ValueError:
-        return str(root)
+def shown_path(path: Path) -> str:
+    """A path as the report prints it: relative to the repository where it is inside it or beside it
+    ("outputs/quick", "../shared/reference"), so no machine's layout lands in a committed report."""
+    resolved, repo = Path(path).resolve(), REPO_ROOT.resolve()
+    if resolved.is_relative_to(repo.parent):
+        return os.path.relpath(resolved, repo)
+    return str(path)
 
 
 def _read_all(pattern: str, output_dir=None) -> pd.DataFrame:
     """Every CSV matching pattern under the outputs folders of _roots, with `results` (which
     outputs folder) and `file` (the path in it)."""
-    frames = [pd.read_csv(f).assign(results=_label(root), file=str(f.relative_to(root)))
+    frames = [pd.read_csv(f).assign(results=shown_path(root), file=str(f.relative_to(root)))
               for root in _roots(output_dir) for f in sorted(root.glob(pattern))]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
