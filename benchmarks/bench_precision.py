@@ -46,8 +46,9 @@ def timed(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def compare_on_test(source: str, n_users: int) -> None:
-    """Test Hit@1 of a trained source model on its own domain's seeded test subset, float32 and bf16."""
+def compare_on_test(source: str, n_users: int | None) -> dict:
+    """Test Hit@1 of a trained source model on its own domain's test users (a seeded subset of
+    n_users, or all of them for None), float32 and bf16."""
     from xcross_lib.experiments import DomainData, seeded_subset
     from xcross_lib.metrics import paired_ttest, standard_error, summarize
     from xcross_lib.models.source import load_source, read_record
@@ -64,12 +65,13 @@ def compare_on_test(source: str, n_users: int) -> None:
         results[name] = evaluate_scorer(model, encoder, test, bf16=bf16, progress=False)
         results[name + "_s"] = time.perf_counter() - start
     a, b = results["float32"], results["bf16"]
-    print(json.dumps({"figure": "trained_source_test", "source": source, "users": len(test),
-                      "hit1_float32": round(summarize(a)["hit@1"], 2), "hit1_bf16": round(summarize(b)["hit@1"], 2),
-                      "hit1_standard_error": round(standard_error(a), 2),
-                      "same_rank_share": round(float((a["rank"] == b["rank"]).mean()), 4),
-                      "paired_p": round(paired_ttest(a, b).p_value, 4),
-                      "float32_s": round(results["float32_s"], 1), "bf16_s": round(results["bf16_s"], 1)}))
+    hit32, hit16, se = summarize(a)["hit@1"], summarize(b)["hit@1"], standard_error(a)
+    return {"figure": "trained_source_test", "source": source, "users": len(test),
+            "hit1_float32": round(hit32, 2), "hit1_bf16": round(hit16, 2), "hit1_standard_error": round(se, 2),
+            "difference_in_standard_errors": round(abs(hit32 - hit16) / se, 2),
+            "same_rank_share": round(float((a["rank"] == b["rank"]).mean()), 4),
+            "paired_p": round(paired_ttest(a, b).p_value, 4),
+            "float32_s": round(results["float32_s"], 1), "bf16_s": round(results["bf16_s"], 1)}
 
 
 def main() -> None:
@@ -80,11 +82,11 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--source", default=None, help="also evaluate this trained source model in both precisions")
-    parser.add_argument("--test-users", type=int, default=500)
+    parser.add_argument("--test-users", type=int, default=500, help="0: every test user")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     if args.source:
-        compare_on_test(args.source, args.test_users)
+        print(json.dumps(compare_on_test(args.source, args.test_users or None)))
     torch.manual_seed(0)
     backbone = load_backbone(args.backbone)
     model = Scorer(backbone, ScorerConfig(pooling="mean"))

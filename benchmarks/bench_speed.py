@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_speed.py                       # MiniLM and a DeBERTa-v3-base-sized model
     .venv/bin/python benchmarks/bench_speed.py --backbones minilm --device cuda
+    .venv/bin/python benchmarks/bench_speed.py --backbones minilm --source Tools --test-users 0   # the issue's run
 
 Per backbone (MiniLM; a DeBERTa-v2 model of DeBERTa-v3-base's sizes built from a config, random
 weights, so the timing is real and nothing is downloaded), with made prompts of realistic length:
@@ -13,7 +14,8 @@ weights, so the timing is real and nothing is downloaded), with made prompts of 
 - evaluation throughput (prompts per second) of a source model and of X-Cross, with dynamic
   padding and padded to max_length;
 - float32 and bf16 autocast for all of it, with the largest score difference;
-- peak memory: per figure on CUDA; on a CPU the process's resident high-water mark after it.
+- peak memory: per figure on CUDA; on a CPU the process's resident high-water mark after it;
+- with --source: test Hit@1 of a trained source model in float32 and bf16 (bench_precision.py).
 One JSON line per figure, then a table. Ratios hold within one run on one machine.
 """
 
@@ -177,6 +179,10 @@ class Figures(list):
 def run(args) -> list[dict]:
     device = torch.device(args.device)
     figures = Figures(args.device)
+    if args.source:
+        from bench_precision import compare_on_test  # this folder is on the path when run as a script
+
+        figures.append(compare_on_test(args.source, args.test_users or None))
     peaks = {}
     for precision, dtype in (("float32", torch.float32), ("bf16", torch.bfloat16)):
         peaks[precision] = matmul_peak(device, dtype, args.matmul_size, 5)
@@ -191,11 +197,14 @@ def run(args) -> list[dict]:
         inputs = {k: v.to(device) for k, v in inputs.items()}
         targets = targets.to(device)
         shape = list(inputs["input_ids"].shape)
+        attention = srcs[0].encoder.base_model.model.config._attn_implementation
+        step_s = {}  # (model, precision) -> seconds
         for precision in ("float32", "bf16"):
             bf16 = precision == "bf16"
             lora = measure_step(srcs[0], inputs, targets, n_cand, device, bf16, args.repeats)
+            step_s["LoRA scorer", precision] = lora["step_s"]
             figures.append({"figure": "train_step", "backbone": name, "model": "LoRA scorer", "precision": precision,
-                            "batch": shape, **lora, "of_peak": round(lora["flops"] / lora["step_s"] / peaks[precision], 3)})
+                            "batch": shape, "attention": attention, **lora, "of_peak": round(lora["flops"] / lora["step_s"] / peaks[precision], 3)})
             for n in args.sources:
                 xcross = XCross(backbone(name), srcs[:n], XCrossConfig()).to(device)
                 with torch.no_grad():
@@ -206,6 +215,7 @@ def run(args) -> list[dict]:
                     s.eval()
                 sequential = measure_step(SequentialXCross(xcross, srcs[:n]), inputs, targets, n_cand, device, bf16,
                                           args.repeats)
+                step_s[f"X-Cross n={n}", precision] = batched["step_s"]
                 figures.append({"figure": "train_step", "backbone": name, "model": f"X-Cross n={n}", "precision": precision,
                                 "batch": shape, **batched,
                                 "of_peak": round(batched["flops"] / batched["step_s"] / peaks[precision], 3),
@@ -213,6 +223,9 @@ def run(args) -> list[dict]:
                                 "sequential_peft_step_s": sequential["step_s"],
                                 "sequential_over_batched": round(sequential["step_s"] / batched["step_s"], 3)})
                 del xcross
+        for model in dict.fromkeys(m for m, _ in step_s):
+            figures.append({"figure": "bf16_speedup", "backbone": name, "model": model, "what": "train_step",
+                            "float32_over_bf16": round(step_s[model, "float32"] / step_s[model, "bf16"], 3)})
         # evaluation throughput and bf16 against float32
         xcross = XCross(backbone(name), srcs[:2], XCrossConfig()).to(device)
         padded, _, _ = made_inputs(srcs[0].tokenizer, args.users, args.candidates, args.max_length, pad_to_max=True)
@@ -243,18 +256,25 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=30)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--sources", type=int, nargs="+", default=[2, 3])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument("--source", default=None, help="also evaluate this trained source model (name or folder) in both precisions")
+    parser.add_argument("--test-users", type=int, default=0, help="test users for --source; 0: all")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     figures = run(args)
     print()
     for f in figures:
+        if f["figure"] == "trained_source_test":
+            print(f"{f['source']} test Hit@1 over {f['users']} users: float32 {f['hit1_float32']:.2f}, bf16 "
+                  f"{f['hit1_bf16']:.2f} ({f['difference_in_standard_errors']:.2f} standard errors apart)")
         if f["figure"] == "train_step":
             extra = (f"  x(n LoRA) {f['over_n_lora_steps']:.2f}  sequential/batched {f['sequential_over_batched']:.2f}"
                      if "over_n_lora_steps" in f else "")
             print(f"{f['backbone']:>22} {f['model']:>12} {f['precision']:>7}: step {f['step_s']:.3f} s, "
                   f"{f['of_peak']:.0%} of peak{extra}")
+        if f["figure"] == "bf16_speedup":
+            print(f"{f['backbone']:>22} {f['model']:>12}: bf16 training step {f['float32_over_bf16']:.2f} x faster than float32")
 
 
 if __name__ == "__main__":
