@@ -15,7 +15,10 @@ weights, so the timing is real and nothing is downloaded), with made prompts of 
   padding and padded to max_length;
 - float32 and bf16 autocast for all of it, with the largest score difference;
 - peak memory: per figure on CUDA; on a CPU the process's resident high-water mark after it;
-- with --source: test Hit@1 of a trained source model in float32 and bf16 (bench_precision.py).
+- with --source: test Hit@1 of a trained source model in float32 and bf16 (bench_precision.py);
+- allocator: the LoRA scorer's training step with glibc's default allocator against the one the
+  trainer sets (`xcross_lib.training.allocator`), each in a fresh process, MiniLM at the CPU
+  recipe's 8 users x 30 candidates (the main figures use one user).
 One JSON line per figure, then a table. Ratios hold within one run on one machine.
 """
 
@@ -24,7 +27,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
+import subprocess
+import sys
 import time
 import warnings
 
@@ -38,6 +44,9 @@ from xcross_lib.models import Scorer, ScorerConfig, load_backbone, multiple_choi
 from xcross_lib.models.backbones import Backbone, minilm_dir
 from xcross_lib.models.xcross import XCross, XCrossConfig
 from xcross_lib.models.xcross.sequential import sequential_stream_states
+from xcross_lib.training.allocator import keep_freed_memory
+
+ALLOCATOR_USERS = {"minilm": 8, "deberta-v3-base-sized": 1}  # MiniLM: the CPU recipe's batch of 8 users
 
 
 def deberta_base_sized(seed: int = 0) -> Backbone:
@@ -176,9 +185,39 @@ class Figures(list):
         print(json.dumps({**figure, "device": self.device, "threads": torch.get_num_threads()}), flush=True)
 
 
+def lora_step_figure(name: str, users: int, candidates: int, max_length: int, repeats: int, device) -> dict:
+    """Training-step seconds of the LoRA scorer in both precisions, for the child processes."""
+    model = sources_for(name, 1)[0].to(device)
+    inputs, targets, n_cand = made_inputs(model.tokenizer, users, candidates, max_length)
+    if name == "deberta-v3-base-sized":
+        inputs.pop("token_type_ids", None)
+    inputs, targets = {k: v.to(device) for k, v in inputs.items()}, targets.to(device)
+    out = {"batch": list(inputs["input_ids"].shape)}
+    for precision in ("float32", "bf16"):
+        out[f"{precision}_step_s"] = measure_step(model, inputs, targets, n_cand, device, precision == "bf16", repeats)["step_s"]
+    return out
+
+
+def allocator_figure(name: str, args) -> dict:
+    """The LoRA step with glibc's default allocator and with keep_freed_memory, each in a fresh process."""
+    figure = {"figure": "allocator", "backbone": name, "model": "LoRA scorer"}
+    for label, malloc in (("default", "default"), ("kept", "")):
+        command = [sys.executable, __file__, "--child-step", name, "--users", str(ALLOCATOR_USERS.get(name, 1)),
+                   "--candidates", str(args.candidates), "--max-length", str(args.max_length), "--repeats", "3"]
+        done = subprocess.run(command, env={**os.environ, "XCROSS_MALLOC": malloc}, capture_output=True, text=True, check=True)
+        child = json.loads(done.stdout.strip().splitlines()[-1])
+        figure["batch"] = child.pop("batch")
+        figure.update({f"{k}_{label}": round(v, 3) for k, v in child.items()})
+    for precision in ("float32", "bf16"):
+        figure[f"{precision}_default_over_kept"] = round(figure[f"{precision}_step_s_default"] / figure[f"{precision}_step_s_kept"], 3)
+    return figure
+
+
 def run(args) -> list[dict]:
     device = torch.device(args.device)
     figures = Figures(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as the trainer does; the allocator figure measures what it changes
     if args.source:
         from bench_precision import compare_on_test  # this folder is on the path when run as a script
 
@@ -226,6 +265,8 @@ def run(args) -> list[dict]:
         for model in dict.fromkeys(m for m, _ in step_s):
             figures.append({"figure": "bf16_speedup", "backbone": name, "model": model, "what": "train_step",
                             "float32_over_bf16": round(step_s[model, "float32"] / step_s[model, "bf16"], 3)})
+        if device.type == "cpu" and not args.no_allocator:
+            figures.append(allocator_figure(name, args))
         # evaluation throughput and bf16 against float32
         xcross = XCross(backbone(name), srcs[:2], XCrossConfig()).to(device)
         padded, _, _ = made_inputs(srcs[0].tokenizer, args.users, args.candidates, args.max_length, pad_to_max=True)
@@ -260,8 +301,15 @@ def main() -> None:
     parser.add_argument("--matmul-size", type=int, default=2048)
     parser.add_argument("--source", default=None, help="also evaluate this trained source model (name or folder) in both precisions")
     parser.add_argument("--test-users", type=int, default=0, help="test users for --source; 0: all")
+    parser.add_argument("--no-allocator", action="store_true", help="skip the allocator figure (two child processes)")
+    parser.add_argument("--child-step", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    if args.child_step:  # one allocator measurement, in its own process
+        keep_freed_memory()  # does nothing with XCROSS_MALLOC=default
+        print(json.dumps(lora_step_figure(args.child_step, args.users, args.candidates, args.max_length, args.repeats,
+                                          torch.device("cpu"))))
+        return
     figures = run(args)
     print()
     for f in figures:
@@ -273,6 +321,9 @@ def main() -> None:
                      if "over_n_lora_steps" in f else "")
             print(f"{f['backbone']:>22} {f['model']:>12} {f['precision']:>7}: step {f['step_s']:.3f} s, "
                   f"{f['of_peak']:.0%} of peak{extra}")
+        if f["figure"] == "allocator":
+            print(f"{f['backbone']:>22} allocator, LoRA step at {f['batch']}: glibc default / kept freed memory "
+                  f"{f['float32_default_over_kept']:.2f} (float32), {f['bf16_default_over_kept']:.2f} (bf16)")
         if f["figure"] == "bf16_speedup":
             print(f"{f['backbone']:>22} {f['model']:>12}: bf16 training step {f['float32_over_bf16']:.2f} x faster than float32")
 

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from ..data.encoding import PromptEncoder, pad
 from ..metrics import per_user_metrics
 from ..models.scorer import scorer_config_of
+from .allocator import keep_freed_memory
 
 
 def autocast(device: torch.device | str, bf16: bool):
@@ -45,6 +46,8 @@ def score_candidates(
     history once, then score every list from those embeddings (cache_items; the same scores as
     scoring each list on its own, tested); other models score several users' lists per pass."""
     device = torch.device(device or next(model.parameters()).device)
+    if device.type == "cpu":
+        keep_freed_memory()
     was_training = model.training
     model.eval()
     histories, candidates = frame["history"].tolist(), frame["candidates"].tolist()

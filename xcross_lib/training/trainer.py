@@ -30,6 +30,7 @@ from transformers import get_linear_schedule_with_warmup
 from ..data.encoding import PromptEncoder
 from ..metrics import summarize
 from ..models.scorer import multiple_choice_loss
+from .allocator import keep_freed_memory
 from .evaluate import evaluate_scorer
 
 
@@ -137,6 +138,8 @@ def train_scorer(
     started = time.perf_counter()
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device = accelerator.device
+    if device.type == "cpu":
+        keep_freed_memory()
     use_bf16 = bf16_available(device) if config.bf16 == "auto" else bool(config.bf16)
 
     _set_seed(config.seed)
