@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import tarfile
@@ -165,7 +164,7 @@ def main() -> None:
             n_users = min(n_users, args.max_users)
         n_users = None if n_users is not None and n_users >= users else n_users
         config = TrainConfig(**{**base.to_dict(), "epochs": epochs})
-        command = (f"python benchmarks/device_sources.py " + " ".join(sys.argv[1:])).replace(str(out), "$OUT")
+        command = ("python benchmarks/device_sources.py " + " ".join(sys.argv[1:])).replace(str(out), "$OUT")
         try:
             log(f"training {d}: {n_users or users} users, {epochs} epoch(s), prefix_min_history={prefix}")
             _, _, result, record = train_source_model(data[d], "minilm", scorer_config, config, n_users, args.n_val_users,
