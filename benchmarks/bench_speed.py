@@ -44,6 +44,7 @@ from xcross_lib.models import Scorer, ScorerConfig, load_backbone, multiple_choi
 from xcross_lib.models.backbones import Backbone, minilm_dir
 from xcross_lib.models.xcross import XCross, XCrossConfig
 from xcross_lib.models.xcross.sequential import sequential_stream_states
+from xcross_lib.provenance import git_commit
 from xcross_lib.training.allocator import keep_freed_memory
 
 ALLOCATOR_USERS = {"minilm": 8, "deberta-v3-base-sized": 1}  # MiniLM: the CPU recipe's batch of 8 users
@@ -216,6 +217,10 @@ def allocator_figure(name: str, args) -> dict:
 def run(args) -> list[dict]:
     device = torch.device(args.device)
     figures = Figures(args.device)
+    figures.append({"figure": "run", "command": "python benchmarks/bench_speed.py " + " ".join(sys.argv[1:]),
+                    "commit": git_commit(short=True), "torch": torch.__version__,
+                    "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                    "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None})
     if device.type == "cpu":
         keep_freed_memory()  # as the trainer does; the allocator figure measures what it changes
     if args.source:
