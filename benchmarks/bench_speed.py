@@ -16,6 +16,8 @@ weights, so the timing is real and nothing is downloaded), with made prompts of 
 - float32 and bf16 autocast for all of it, with the largest score difference;
 - peak memory: per figure on CUDA; on a CPU the process's resident high-water mark after it;
 - with --source: test Hit@1 of a trained source model in float32 and bf16 (bench_precision.py);
+- dropout: the LoRA scorer's training step with its dropout on, as training runs it, with torch's
+  masks and with the cheap ones of `xcross_lib.models.dropout`;
 - allocator: the LoRA scorer's training step with glibc's default allocator against the one the
   trainer sets (`xcross_lib.training.allocator`), each in a fresh process, MiniLM at the CPU
   recipe's 8 users x 30 candidates (the main figures use one user).
@@ -41,7 +43,10 @@ from transformers import AutoModel, DebertaV2Config
 
 from xcross_lib.data.encoding import PromptEncoder
 from xcross_lib.models import Scorer, ScorerConfig, load_backbone, multiple_choice_loss
+from xcross_lib.models import attention
 from xcross_lib.models.backbones import Backbone, minilm_dir
+from xcross_lib.models.dropout import FastDropout
+from xcross_lib.models.dropout import dropout as fast_dropout
 from xcross_lib.models.xcross import XCross, XCrossConfig
 from xcross_lib.models.xcross.sequential import sequential_stream_states
 from xcross_lib.provenance import git_commit
@@ -144,10 +149,10 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def measure_step(model, inputs, targets, n_candidates, device, bf16: bool, repeats: int) -> dict:
+def measure_step(model, inputs, targets, n_candidates, device, bf16: bool, repeats: int, dropout: bool = False) -> dict:
     model.train()
-    for module in model.modules():  # the comparison is of arithmetic, not of dropout masks
-        if isinstance(module, torch.nn.Dropout):
+    for module in model.modules():  # the comparison is of arithmetic, not of dropout masks (but see dropout_figure)
+        if isinstance(module, torch.nn.Dropout) and not dropout:
             module.p = 0.0
 
     def step():
@@ -197,6 +202,38 @@ def lora_step_figure(name: str, users: int, candidates: int, max_length: int, re
     for precision in ("float32", "bf16"):
         out[f"{precision}_step_s"] = measure_step(model, inputs, targets, n_cand, device, precision == "bf16", repeats)["step_s"]
     return out
+
+
+@contextlib.contextmanager
+def torch_dropout(model):
+    """Inside: the model's dropout draws torch's own masks (nn.Dropout, F.dropout on the attention
+    weights) instead of those of xcross_lib.models.dropout; the attention path stays the same."""
+    fast = [m for m in model.modules() if isinstance(m, FastDropout)]
+    for m in fast:
+        m.__class__ = torch.nn.Dropout
+    attention.fast_dropout = torch.nn.functional.dropout
+    try:
+        yield
+    finally:
+        for m in fast:
+            m.__class__ = FastDropout
+        attention.fast_dropout = fast_dropout
+
+
+def dropout_figure(name: str, inputs, targets, n_cand, device, repeats: int) -> dict:
+    """The LoRA step as training runs it, dropout on (the backbone's, LoRA's, the head's), with
+    torch's masks and with the cheap ones."""
+    model = sources_for(name, 1)[0].to(device)
+    figure = {"figure": "dropout", "backbone": name, "model": "LoRA scorer", "batch": list(inputs["input_ids"].shape)}
+    for precision in ("float32", "bf16"):
+        with torch_dropout(model):
+            before = measure_step(model, inputs, targets, n_cand, device, precision == "bf16", repeats, dropout=True)
+        after = measure_step(model, inputs, targets, n_cand, device, precision == "bf16", repeats, dropout=True)
+        figure.update({f"{precision}_step_s_torch_masks": round(before["step_s"], 3),
+                       f"{precision}_step_s_cheap_masks": round(after["step_s"], 3),
+                       f"{precision}_torch_over_cheap": round(before["step_s"] / after["step_s"], 3)})
+    figure["float32_over_bf16_cheap_masks"] = round(figure["float32_step_s_cheap_masks"] / figure["bf16_step_s_cheap_masks"], 3)
+    return figure
 
 
 def allocator_figure(name: str, args) -> dict:
@@ -270,6 +307,8 @@ def run(args) -> list[dict]:
         for model in dict.fromkeys(m for m, _ in step_s):
             figures.append({"figure": "bf16_speedup", "backbone": name, "model": model, "what": "train_step",
                             "float32_over_bf16": round(step_s[model, "float32"] / step_s[model, "bf16"], 3)})
+        if device.type == "cpu":
+            figures.append(dropout_figure(name, inputs, targets, n_cand, device, args.repeats))
         if device.type == "cpu" and not args.no_allocator:
             figures.append(allocator_figure(name, args))
         # evaluation throughput and bf16 against float32
@@ -326,6 +365,9 @@ def main() -> None:
                      if "over_n_lora_steps" in f else "")
             print(f"{f['backbone']:>22} {f['model']:>12} {f['precision']:>7}: step {f['step_s']:.3f} s, "
                   f"{f['of_peak']:.0%} of peak{extra}")
+        if f["figure"] == "dropout":
+            print(f"{f['backbone']:>22} dropout on, LoRA step: torch's masks / cheap masks {f['float32_torch_over_cheap']:.2f} "
+                  f"(float32), {f['bf16_torch_over_cheap']:.2f} (bf16); bf16 {f['float32_over_bf16_cheap_masks']:.2f} x float32")
         if f["figure"] == "allocator":
             print(f"{f['backbone']:>22} allocator, LoRA step at {f['batch']}: glibc default / kept freed memory "
                   f"{f['float32_default_over_kept']:.2f} (float32), {f['bf16_default_over_kept']:.2f} (bf16)")

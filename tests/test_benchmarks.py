@@ -34,5 +34,7 @@ def test_bench_speed_on_a_tiny_model():
     allocator = by_kind["allocator"][0]
     assert allocator["float32_default_over_kept"] == pytest.approx(
         allocator["float32_step_s_default"] / allocator["float32_step_s_kept"], rel=2e-2)
+    drop = by_kind["dropout"][0]
+    assert drop["bf16_torch_over_cheap"] == pytest.approx(drop["bf16_step_s_torch_masks"] / drop["bf16_step_s_cheap_masks"], rel=2e-2)
     assert {f["padding"] for f in by_kind["eval_throughput"]} == {"dynamic", "max_length"}
     assert all(f["max_abs"] < 0.05 * max(f["max_abs_score"], 1.0) for f in by_kind["bf16_score_difference"])

@@ -7,7 +7,9 @@ the plain product-softmax-product in bf16 is about 1.6 x faster for the whole st
 
 - a CPU and bf16 inputs: softmax(Q K^T / sqrt(d) + mask) V with bf16 matrix products, the mask
   added in bf16 and the softmax taken in bf16 (its kernel accumulates in float32);
-- anything else (float32, CUDA): transformers' SDPA path, unchanged.
+- a CPU in training with attention dropout, any precision: the same products, with the cheap
+  dropout mask of `dropout.py` on the attention weights;
+- anything else (float32 evaluation, CUDA): transformers' SDPA path, unchanged.
 
 Registered with transformers as the attention implementation "xcross"; `use_fast_attention`
 switches a loaded model to it (models without the attention interface, DeBERTa-v2, keep their own).
@@ -20,6 +22,8 @@ from torch import nn
 from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
+
+from .dropout import dropout as fast_dropout
 
 NAME = "xcross"
 
@@ -35,7 +39,7 @@ def product_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
             attention_mask = blocked.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min)
         scores = scores + attention_mask.to(scores.dtype)  # (B, 1, T, T) broadcast over heads
     weights = nn.functional.softmax(scores, dim=-1)
-    weights = nn.functional.dropout(weights, p=dropout, training=training)
+    weights = fast_dropout(weights, dropout, training)
     return torch.matmul(weights, value).transpose(1, 2).contiguous()  # (B, T, H, d_head)
 
 
@@ -43,7 +47,7 @@ def xcross_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, 
                      attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
                      **kwargs):
     """transformers' attention-function signature: returns (output (B, T, H, d_head), None)."""
-    if query.device.type == "cpu" and query.dtype == torch.bfloat16:
+    if query.device.type == "cpu" and (query.dtype == torch.bfloat16 or (module.training and dropout > 0)):
         scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
         return product_attention(query, key, value, attention_mask, scaling, dropout, module.training), None
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)

@@ -6,7 +6,8 @@
 - any local transformers directory (config, weights and tokenizer files).
 - "tiny-bert", "tiny-deberta": small random models built from a config, for tests; they use the
   MiniLM tokenizer (its vocabulary of 30,522 word pieces).
-BERT-family backbones get the attention of `attention.py` (SDPA in float32, bf16 products on a CPU).
+BERT-family backbones get the attention of `attention.py` (SDPA in float32, bf16 products on a CPU);
+every backbone's dropout becomes the cheap-mask dropout of `dropout.py`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from transformers import AutoModel, AutoTokenizer, BertConfig, DebertaV2Config, 
 
 from ..errors import ParameterError
 from .attention import use_fast_attention
+from .dropout import use_fast_dropout
 
 PAPER_BACKBONE = "microsoft/deberta-v3-base"
 BACKBONE_NAMES = ("minilm", "deberta-v3-base", "tiny-bert", "tiny-deberta")
@@ -80,7 +82,7 @@ def load_backbone(name: str = "minilm", seed: int = 0) -> Backbone:
     """A backbone and its tokenizer by name or local path (see the module's docstring)."""
     if name in ("tiny-bert", "tiny-deberta"):
         torch.manual_seed(seed)
-        model = use_fast_attention(AutoModel.from_config(_tiny_config(name)))
+        model = use_fast_dropout(use_fast_attention(AutoModel.from_config(_tiny_config(name))))
         return Backbone(name, model, AutoTokenizer.from_pretrained(minilm_dir()))
     if name == "minilm":
         path = minilm_dir()
@@ -101,4 +103,4 @@ def load_backbone(name: str = "minilm", seed: int = 0) -> Backbone:
             "Fix: on a machine with a hub it loads by name; elsewhere download it once "
             "and set XCROSS_DEBERTA_DIR (or pass the directory as the backbone name)."
         ) from None
-    return Backbone(str(name), use_fast_attention(model), tokenizer)
+    return Backbone(str(name), use_fast_dropout(use_fast_attention(model)), tokenizer)

@@ -25,6 +25,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from .backbones import Backbone
+from .dropout import use_fast_dropout
 
 POOLINGS = ("cls", "mean", "segment_cosine")
 ENCODINGS = ("pair", "separate")
@@ -184,6 +185,7 @@ class Scorer(TrainableState, nn.Module):
             self.head = ScoringHead(backbone.hidden_size, self.config.pooling, self.config.dropout, self.config.cosine_scale)
         else:
             self.head = TwoTowerHead(backbone.hidden_size, self.config.dropout, self.config.cosine_scale)
+        use_fast_dropout(self)  # peft's LoRA dropout and the head's
 
     def embed(self, input_ids, attention_mask) -> torch.Tensor:
         """Two towers: unit-length (N, d) embeddings of N single segments (histories or titles)."""
