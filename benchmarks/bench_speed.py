@@ -72,7 +72,10 @@ def backbone(name: str) -> Backbone:
     return deberta_base_sized() if name == "deberta-v3-base-sized" else load_backbone(name)
 
 
-def made_inputs(tokenizer, users: int, candidates: int, max_length: int, pad_to_max: bool = False, seed: int = 0):
+def made_inputs(tokenizer, users: int, candidates: int, max_length: int, pad_to_max: bool = False, seed: int = 0,
+                backbone_name: str = "minilm", device="cpu"):
+    """Pair prompts of made titles, on `device`: (inputs, target indices, candidates per user).
+    The DeBERTa-sized model has no token types, so it gets none."""
     rng = np.random.default_rng(seed)
     words = "cordless drill hammer saw level tape glue light bulb led wrench socket set steel pro kit".split()
     titles = {i: " ".join(rng.choice(words, size=int(rng.integers(5, 12)))) for i in range(300)}
@@ -85,7 +88,9 @@ def made_inputs(tokenizer, users: int, candidates: int, max_length: int, pad_to_
         pad = max_length - inputs["input_ids"].shape[1]
         inputs = {k: torch.nn.functional.pad(v, (0, pad), value=encoder.pad_id if k == "input_ids" else 0)
                   for k, v in inputs.items()}
-    return inputs, batch.target_index, candidates
+    if backbone_name == "deberta-v3-base-sized":
+        inputs.pop("token_type_ids", None)
+    return {k: v.to(device) for k, v in inputs.items()}, batch.target_index.to(device), candidates
 
 
 def sources_for(name: str, n: int):
@@ -194,10 +199,7 @@ class Figures(list):
 def lora_step_figure(name: str, users: int, candidates: int, max_length: int, repeats: int, device) -> dict:
     """Training-step seconds of the LoRA scorer in both precisions, for the child processes."""
     model = sources_for(name, 1)[0].to(device)
-    inputs, targets, n_cand = made_inputs(model.tokenizer, users, candidates, max_length)
-    if name == "deberta-v3-base-sized":
-        inputs.pop("token_type_ids", None)
-    inputs, targets = {k: v.to(device) for k, v in inputs.items()}, targets.to(device)
+    inputs, targets, n_cand = made_inputs(model.tokenizer, users, candidates, max_length, backbone_name=name, device=device)
     out = {"batch": list(inputs["input_ids"].shape)}
     for precision in ("float32", "bf16"):
         out[f"{precision}_step_s"] = measure_step(model, inputs, targets, n_cand, device, precision == "bf16", repeats)["step_s"]
@@ -272,20 +274,17 @@ def run(args) -> list[dict]:
     for name in args.backbones:
         srcs = sources_for(name, max(args.sources)).copy()
         srcs = [s.to(device) for s in srcs]
-        inputs, targets, n_cand = made_inputs(srcs[0].tokenizer, args.users, args.candidates, args.max_length)
-        if name == "deberta-v3-base-sized":
-            inputs.pop("token_type_ids", None)
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        targets = targets.to(device)
+        inputs, targets, n_cand = made_inputs(srcs[0].tokenizer, args.users, args.candidates, args.max_length,
+                                              backbone_name=name, device=device)
         shape = list(inputs["input_ids"].shape)
-        attention = srcs[0].encoder.base_model.model.config._attn_implementation
+        attn_implementation = srcs[0].encoder.base_model.model.config._attn_implementation
         step_s = {}  # (model, precision) -> seconds
         for precision in ("float32", "bf16"):
             bf16 = precision == "bf16"
             lora = measure_step(srcs[0], inputs, targets, n_cand, device, bf16, args.repeats)
             step_s["LoRA scorer", precision] = lora["step_s"]
             figures.append({"figure": "train_step", "backbone": name, "model": "LoRA scorer", "precision": precision,
-                            "batch": shape, "attention": attention, **lora, "of_peak": round(lora["flops"] / lora["step_s"] / peaks[precision], 3)})
+                            "batch": shape, "attention": attn_implementation, **lora, "of_peak": round(lora["flops"] / lora["step_s"] / peaks[precision], 3)})
             for n in args.sources:
                 xcross = XCross(backbone(name), srcs[:n], XCrossConfig()).to(device)
                 with torch.no_grad():
@@ -313,10 +312,8 @@ def run(args) -> list[dict]:
             figures.append(allocator_figure(name, args))
         # evaluation throughput and bf16 against float32
         xcross = XCross(backbone(name), srcs[:2], XCrossConfig()).to(device)
-        padded, _, _ = made_inputs(srcs[0].tokenizer, args.users, args.candidates, args.max_length, pad_to_max=True)
-        if name == "deberta-v3-base-sized":
-            padded.pop("token_type_ids", None)
-        padded = {k: v.to(device) for k, v in padded.items()}
+        padded, _, _ = made_inputs(srcs[0].tokenizer, args.users, args.candidates, args.max_length, pad_to_max=True,
+                                   backbone_name=name, device=device)
         for label, model in (("source model", srcs[0]), ("X-Cross n=2", xcross)):
             scores = {}
             for precision in ("float32", "bf16"):
