@@ -13,7 +13,8 @@ weights, so the timing is real and nothing is downloaded), with made prompts of 
   matrix-product peak of the same precision, measured in the same run;
 - evaluation throughput (prompts per second) of a source model and of X-Cross, with dynamic
   padding and padded to max_length;
-- float32 and bf16 autocast for all of it, with the largest score difference;
+- float32 and bf16 autocast for all of it, with the largest score difference; for the LoRA scorer
+  also the bf16 speedup from rounds that alternate the two precisions (median and range);
 - peak memory: per figure on CUDA; on a CPU the process's resident high-water mark after it;
 - with --source: test Hit@1 of a trained source model in float32 and bf16 (bench_precision.py);
 - dropout: the LoRA scorer's training step with its dropout on, as training runs it, with torch's
@@ -154,7 +155,8 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def measure_step(model, inputs, targets, n_candidates, device, bf16: bool, repeats: int, dropout: bool = False) -> dict:
+def train_step(model, inputs, targets, n_candidates, device, bf16: bool, dropout: bool = False):
+    """One training step (forward, loss, backward) of `model` as a function; dropout off unless asked."""
     model.train()
     for module in model.modules():  # the comparison is of arithmetic, not of dropout masks (but see dropout_figure)
         if isinstance(module, torch.nn.Dropout) and not dropout:
@@ -167,13 +169,31 @@ def measure_step(model, inputs, targets, n_candidates, device, bf16: bool, repea
         loss.backward()
         for p in model.parameters():
             p.grad = None
+    return step
 
+
+def measure_step(model, inputs, targets, n_candidates, device, bf16: bool, repeats: int, dropout: bool = False) -> dict:
+    step = train_step(model, inputs, targets, n_candidates, device, bf16, dropout)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds = timed(step, repeats, device)
     with FlopCounterMode(display=False) as counter:
         step()
     return {"step_s": seconds, "flops": counter.get_total_flops(), "peak_memory_mb": round(peak_memory_mb(device), 1)}
+
+
+def paired_bf16_speedup(model, inputs, targets, n_candidates, device, rounds: int, steps: int = 3) -> dict:
+    """float32 step time over bf16 step time, measured in `rounds` alternating rounds of `steps`
+    steps each, so that a slow spell of the machine falls on both precisions; the median of the
+    per-round ratios and their range."""
+    float32 = train_step(model, inputs, targets, n_candidates, device, bf16=False)
+    bf16 = train_step(model, inputs, targets, n_candidates, device, bf16=True)
+    ratios = []
+    for _ in range(rounds):
+        seconds = [timed(fn, steps, device) for fn in (float32, bf16)]
+        ratios.append(seconds[0] / seconds[1])
+    return {"float32_over_bf16_paired": round(float(np.median(ratios)), 3),
+            "paired_range": [round(min(ratios), 3), round(max(ratios), 3)], "paired_rounds": rounds}
 
 
 @torch.inference_mode()
@@ -231,9 +251,9 @@ def dropout_figure(name: str, inputs, targets, n_cand, device, repeats: int) -> 
         with torch_dropout(model):
             before = measure_step(model, inputs, targets, n_cand, device, precision == "bf16", repeats, dropout=True)
         after = measure_step(model, inputs, targets, n_cand, device, precision == "bf16", repeats, dropout=True)
-        figure.update({f"{precision}_step_s_torch_masks": round(before["step_s"], 3),
-                       f"{precision}_step_s_cheap_masks": round(after["step_s"], 3),
-                       f"{precision}_torch_over_cheap": round(before["step_s"] / after["step_s"], 3)})
+        torch_masks, cheap_masks = round(before["step_s"], 4), round(after["step_s"], 4)  # the ratio of what is printed
+        figure.update({f"{precision}_step_s_torch_masks": torch_masks, f"{precision}_step_s_cheap_masks": cheap_masks,
+                       f"{precision}_torch_over_cheap": round(torch_masks / cheap_masks, 3)})
     figure["float32_over_bf16_cheap_masks"] = round(figure["float32_step_s_cheap_masks"] / figure["bf16_step_s_cheap_masks"], 3)
     return figure
 
@@ -247,7 +267,7 @@ def allocator_figure(name: str, args) -> dict:
         done = subprocess.run(command, env={**os.environ, "XCROSS_MALLOC": malloc}, capture_output=True, text=True, check=True)
         child = json.loads(done.stdout.strip().splitlines()[-1])
         figure["batch"] = child.pop("batch")
-        figure.update({f"{k}_{label}": round(v, 3) for k, v in child.items()})
+        figure.update({f"{k}_{label}": round(v, 4) for k, v in child.items()})
     for precision in ("float32", "bf16"):
         figure[f"{precision}_default_over_kept"] = round(figure[f"{precision}_step_s_default"] / figure[f"{precision}_step_s_kept"], 3)
     return figure
@@ -304,8 +324,10 @@ def run(args) -> list[dict]:
                                 "sequential_over_batched": round(sequential["step_s"] / batched["step_s"], 3)})
                 del xcross
         for model in dict.fromkeys(m for m, _ in step_s):
+            paired = (paired_bf16_speedup(srcs[0], inputs, targets, n_cand, device, args.repeats)
+                      if model == "LoRA scorer" else {})
             figures.append({"figure": "bf16_speedup", "backbone": name, "model": model, "what": "train_step",
-                            "float32_over_bf16": round(step_s[model, "float32"] / step_s[model, "bf16"], 3)})
+                            "float32_over_bf16": round(step_s[model, "float32"] / step_s[model, "bf16"], 3), **paired})
         if device.type == "cpu":
             figures.append(dropout_figure(name, inputs, targets, n_cand, device, args.repeats))
         if device.type == "cpu" and not args.no_allocator:
@@ -369,7 +391,9 @@ def main() -> None:
             print(f"{f['backbone']:>22} allocator, LoRA step at {f['batch']}: glibc default / kept freed memory "
                   f"{f['float32_default_over_kept']:.2f} (float32), {f['bf16_default_over_kept']:.2f} (bf16)")
         if f["figure"] == "bf16_speedup":
-            print(f"{f['backbone']:>22} {f['model']:>12}: bf16 training step {f['float32_over_bf16']:.2f} x faster than float32")
+            paired = (f" (paired rounds: median {f['float32_over_bf16_paired']:.2f}, range {f['paired_range'][0]:.2f}-"
+                      f"{f['paired_range'][1]:.2f})" if "paired_range" in f else "")
+            print(f"{f['backbone']:>22} {f['model']:>12}: bf16 training step {f['float32_over_bf16']:.2f} x faster than float32{paired}")
 
 
 if __name__ == "__main__":

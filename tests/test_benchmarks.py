@@ -30,6 +30,9 @@ def test_bench_speed_on_a_tiny_model():
         assert xcross["over_n_lora_steps"] == pytest.approx(xcross["step_s"] / (2 * lora["step_s"]), rel=1e-2)
         assert xcross["sequential_over_batched"] == pytest.approx(xcross["sequential_peft_step_s"] / xcross["step_s"], rel=1e-2)
     speedups = {f["model"]: f["float32_over_bf16"] for f in by_kind["bf16_speedup"]}
+    paired = next(f for f in by_kind["bf16_speedup"] if f["model"] == "LoRA scorer")
+    low, high = paired["paired_range"]
+    assert paired["paired_rounds"] == 1 and low == high == paired["float32_over_bf16_paired"] > 0  # one round: its ratio
     assert speedups["LoRA scorer"] == pytest.approx(steps["LoRA scorer", "float32"]["step_s"] / steps["LoRA scorer", "bf16"]["step_s"], rel=1e-2)
     allocator = by_kind["allocator"][0]
     assert allocator["float32_default_over_kept"] == pytest.approx(
