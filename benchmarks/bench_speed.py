@@ -21,7 +21,10 @@ weights, so the timing is real and nothing is downloaded), with made prompts of 
   masks and with the cheap ones of `xcross_lib.models.dropout`;
 - allocator: the LoRA scorer's training step with glibc's default allocator against the one the
   trainer sets (`xcross_lib.training.allocator`), each in a fresh process, MiniLM at the CPU
-  recipe's 8 users x 30 candidates (the main figures use one user).
+  recipe's 8 users x 30 candidates (the main figures use one user);
+- with --two-tower (or --two-tower-only): two-tower training on the real Tools data in user-steps
+  per second through the trainer, X-Cross n = 2 at K = all and K = half and a target LoRA
+  (`bench_two_tower.py`, which also runs alone and times older commits).
 One JSON line per figure, then a table. Ratios hold within one run on one machine.
 """
 
@@ -365,6 +368,8 @@ def main() -> None:
     parser.add_argument("--source", default=None, help="also evaluate this trained source model (name or folder) in both precisions")
     parser.add_argument("--test-users", type=int, default=0, help="test users for --source; 0: all")
     parser.add_argument("--no-allocator", action="store_true", help="skip the allocator figure (two child processes)")
+    parser.add_argument("--two-tower", action="store_true", help="also the two-tower training figures (bench_two_tower.py)")
+    parser.add_argument("--two-tower-only", action="store_true", help="only the two-tower training figures")
     parser.add_argument("--child-step", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
@@ -373,7 +378,16 @@ def main() -> None:
         print(json.dumps(lora_step_figure(args.child_step, args.users, args.candidates, args.max_length, args.repeats,
                                           torch.device("cpu"))))
         return
+    if args.two_tower_only:
+        from bench_two_tower import two_tower_figures  # this folder is on the path when run as a script
+
+        two_tower_figures()
+        return
     figures = run(args)
+    if args.two_tower:
+        from bench_two_tower import two_tower_figures
+
+        figures.extend(two_tower_figures())
     print()
     for f in figures:
         if f["figure"] == "trained_source_test":

@@ -155,13 +155,16 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
                                    "n_val_users": 8, "n_test_users": 8, "train_candidates": 4, "bf16": False,
                                    "top_k_layers": 2},
                      profile="smoke", output=tmp_path / "03.ipynb", progress=False)
-    (xdir,) = (tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-full-K2")
+    (xdir,) = (tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-full-K2-*")  # the run's digest last
     table = pd.read_csv(xdir / "test_results.csv")
     assert table["model"].tolist()[:4] == ["X-Cross", "X-Cross untrained (average)", "Tools (zero-shot)", "Sports (zero-shot)"]
     factors = pd.read_parquet(xdir / "factors.parquet")
     assert set(factors["point"]) == {"encoder_layer_1", "encoder_layer_2"} and len(factors) == 8 * 2 * 2
     info = json.loads((xdir / "xcross.json").read_text())
     assert info["sources"] == ["Tools", "Sports"] and info["parameters"]["integrators"] == 2 * (2 * 32 * 4)
+    assert info["validation"][0]["step"] == 0 and info["run_digest"] in xdir.name
+    assert table.loc[0, "params_per_layer"] == 2 * 32 * 4 and table["model_files"].notna().all()
+    assert "sources/Tools @" in table.loc[2, "model_files"]  # a source: its folder and adapter digest
 
     executed = run.run_notebook("08_integrator_weights", {}, output=tmp_path / "08.ipynb", progress=False)
     nb = nbformat.read(executed, as_version=4)
@@ -184,7 +187,8 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     assert ablation["model"].tolist() == ["X-Cross", "X-Cross -layers", "X-Cross -interactions", "X-Cross -experts",
                                           "X-Cross untrained (average)", "Tools (zero-shot)", "Sports (zero-shot)",
                                           "random", "popularity", "text similarity"]
-    assert ablation["trainable_parameters"].iloc[0] > ablation["trainable_parameters"].iloc[1]  # -layers drops W
+    assert ablation["params_trained"].iloc[0] > ablation["params_trained"].iloc[1]  # -layers drops W
+    assert ablation["params_per_layer"].iloc[0] == 2 * 32 * 4 and ablation["params_per_layer"].iloc[1] == 0
     assert pd.read_csv(tmp_path / "out" / "reference" / "xcross_toys.csv")["commit"].notna().all()
     assert ablation["p (X-Cross vs this, hit@1)"].iloc[1:].between(0, 1).all()
     run.run_notebook("03_xcross", small, profile="smoke", output=tmp_path / "03-all.ipynb", progress=False)  # X-Cross, K all
@@ -192,20 +196,22 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
                      progress=False)
     baselines = pd.read_csv(tmp_path / "out" / "reference" / "table2_toys.csv").set_index("model")
     assert list(baselines.index[:5]) == ["X-Cross", "LoRA", "Pooler + Scorer", "XLoRA", "MeteoRA"]  # X-Cross: same users
-    (xcross_all,) = (tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-full-Kall")
+    (xcross_all,) = (tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-full-Kall-*")
     xcross_info = json.loads((xcross_all / "xcross.json").read_text())
-    assert baselines.loc["X-Cross", "trainable_parameters"] == xcross_info["parameters"]["trainable"]
+    assert baselines.loc["X-Cross", "params_trained"] == xcross_info["parameters"]["trainable"]
+    assert baselines.loc["X-Cross", "run_folder"] == xcross_all.name
     p_values = baselines["p (X-Cross vs this, hit@1)"].iloc[1:].dropna()  # NaN where a row equals X-Cross on every user
     assert len(p_values) and p_values.between(0, 1).all() and (baselines["backbone"] == "tiny-bert").all()
-    trainable = baselines["trainable_parameters"]
+    trainable = baselines["params_trained"]
     head = trainable["Pooler + Scorer"]
+    assert baselines.loc["Pooler + Scorer", "params_without_head"] == 0
     assert trainable["XLoRA"] == trainable["MeteoRA"] == head + 3 * 2 * (32 + 1)  # L * n * (d + 1) gate weights
     assert trainable["LoRA"] == head + 3 * 2 * (16 * 32 + 32 * 16)  # rank-16 query/value adapters of 3 layers
     run.run_notebook("06_layer_sweep", {**small, "k_values": [1, "all"]}, profile="smoke", output=tmp_path / "06.ipynb",
                      progress=False)
     (sweep_csv,) = (tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-layer-sweep.csv")
     sweep = pd.read_csv(sweep_csv)
-    assert sweep["K"].tolist() == [1, 3] and sweep["trainable"].is_monotonic_increasing
+    assert sweep["K"].tolist() == [1, 3] and sweep["params_trained"].is_monotonic_increasing
 
     limited_params = {k: v for k, v in small.items() if k != "n_train_users"}
     run.run_notebook("07_limited_data", {**limited_params, "sizes": [4, 6], "n_subsets": 2, "top_k_layers": 1, "epochs": 2,

@@ -11,3 +11,7 @@ class DataError(XCrossError, ValueError):
 
 class ParameterError(XCrossError, ValueError):
     """A parameter name or value that the workbench does not know."""
+
+
+class RunMismatchError(ParameterError):
+    """A run folder already holds a run that was defined by other settings."""

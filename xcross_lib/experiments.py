@@ -15,10 +15,10 @@ from .data.encoding import PromptEncoder
 from .data.protocol import item_popularity, prefix_examples
 from .metrics import paired_ttest, per_user_metrics, summarize
 from .models import Scorer, ScorerConfig, load_backbone
-from .models.scorer import scorer_config_of
+from .models.scorer import scorer_config_of, set_head_trainable
 from .models.source import load_source, save_source
-from .paths import outputs_dir
-from .provenance import git_commit, now_utc, write_json_atomic
+from .paths import outputs_dir, shown_path
+from .provenance import claim_run_folder, definition_digest, git_commit, now_utc, write_json_atomic
 from .training import TrainConfig, evaluate_scorer, train_scorer
 from .training.trainer import bf16_available
 
@@ -65,6 +65,34 @@ def seeded_subset(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame
     if n is None or n >= len(frame):
         return frame.sort_values("user").reset_index(drop=True)
     return frame.sample(n, random_state=seed).sort_values("user").reset_index(drop=True)
+
+
+def users_digest(frame: pd.DataFrame) -> dict:
+    """How many users a frame holds and a digest of which (sorted ids), for a run's definition."""
+    import hashlib
+
+    users = sorted(int(u) for u in frame["user"].unique())
+    return {"n": len(users), "sha256": hashlib.sha256(",".join(map(str, users)).encode()).hexdigest()[:12]}
+
+
+def run_definition(kind: str, data: "DomainData", train_config: TrainConfig, train: pd.DataFrame,
+                   val: pd.DataFrame | None, **settings) -> dict:
+    """Everything that defines a training run: what is trained (kind and its settings), on which
+    data (fingerprint, candidate lists, training and validation users) and how (training settings)."""
+    from .training.trainer import NON_DEFINING
+
+    return {"kind": kind, "domain": data.domain.name, "data_fingerprint": data.domain.fingerprint,
+            "candidates_sha256": data.protocol.info["candidates_sha256"],
+            "train_users": users_digest(train), "n_train_examples": len(train),
+            "validation_users": users_digest(val) if val is not None else None,
+            "train": {k: v for k, v in train_config.to_dict().items() if k not in NON_DEFINING}, **settings}
+
+
+def source_models(source_names) -> list[dict]:
+    """Name, folder and adapter digest of each source model: what a result row scored."""
+    from .models.source import source_dir
+
+    return [{"name": str(s), "folder": shown_path(source_dir(s)), "adapter_sha256": _model_digest(s)} for s in source_names]
 
 
 @dataclass
@@ -142,6 +170,9 @@ def train_source_model(
         train = prefix_examples(data.domain.sequences, train["user"], popularity, train_config.seed,
                                 prefix_min_history, len(train["candidates"].iloc[0]))
     val = seeded_subset(data.frames["validation"], n_val_users, train_config.seed)
+    digest = claim_run_folder(out_dir, run_definition(
+        "source LoRA", data, train_config, train, val, backbone=backbone_name, scorer=scorer_config.to_dict(),
+        prefix_min_history=prefix_min_history))
     result = train_scorer(model, encoder, train, val, train_config, out_dir / "run", progress=progress)
     # a small slice scored in float32, for tests that check a shipped model against its record
     check = val.head(CHECK_SLICE_USERS)
@@ -155,7 +186,9 @@ def train_source_model(
         "n_val_users": len(val),
         "data_fingerprint": data.domain.fingerprint,
         "candidates_sha256": data.protocol.info["candidates_sha256"],
+        "run_digest": digest,
         "best_epoch": result.best_epoch,
+        "best_step": result.best_step,
         "validation_hit1": result.best_hit1,
         "curve": result.curve.to_dict("records"),
         "validation": result.validation.to_dict("records"),
@@ -334,10 +367,32 @@ BASELINES = ("LoRA", "Pooler + Scorer", "XLoRA", "MeteoRA")
 
 
 def parameter_counts(model) -> dict[str, int]:
-    """The model's own breakdown where it has one; always 'trainable'."""
+    """The three honest sizes of a model on the target side, and what this run trains:
+    - per_layer: weights added per transformer layer (X-Cross: its integrators of one integrated
+      layer; a LoRA: its adapters of one layer; the mixtures: their gate of one layer);
+    - without_head: every weight of the method but the pooler and scorer;
+    - with_head: the same plus the pooler and scorer (copied from a source or new);
+    - trainable: what this run trains (the head counts only when it trains)."""
     counts = dict(model.parameter_counts()) if hasattr(model, "parameter_counts") else {}
+    head = sum(p.numel() for p in model.head.parameters()) if hasattr(model, "head") else 0
+    if "without_head" not in counts:  # a Scorer: its LoRA adapter (trainable or not) is the method
+        lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+        layers = getattr(getattr(model.encoder, "config", None), "num_hidden_layers", 1)
+        lora_trains = any(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
+        counts["without_head"] = lora if lora_trains else 0  # Pooler + Scorer adds no weight besides the head
+        counts["per_layer"] = counts["without_head"] // layers
+    counts["with_head"] = counts["without_head"] + head
     counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return counts
+
+
+PARAMETER_COLUMNS = {"per_layer": "params_per_layer", "without_head": "params_without_head",
+                     "with_head": "params_with_head", "trainable": "params_trained"}
+
+
+def parameter_columns(counts: dict) -> dict:
+    """parameter_counts(...) as the columns every result table carries."""
+    return {column: counts.get(key) for key, column in PARAMETER_COLUMNS.items()}
 
 
 def build_baseline(kind: str, source_names: list[str], head_from: int = 0, top_k: int | None = None):
@@ -355,26 +410,62 @@ def build_baseline(kind: str, source_names: list[str], head_from: int = 0, top_k
 
 def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_config: TrainConfig,
                train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out: Path, head_from: int = 0,
-               with_untrained: bool = True, progress: bool = True, model=None, kind: str = "X-Cross") -> XCrossRun:
-    """Build X-Cross over the sources (or take `model`, e.g. a baseline), train it on `train`, score
-    `test`; results saved under out (test_per_user.parquet); an interrupted run resumes from its
-    checkpoint, a finished one is not trained again."""
-    out = Path(out)
+               with_untrained: bool = True, progress: bool = True, model=None, kind: str = "X-Cross",
+               model_settings: dict | None = None) -> XCrossRun:
+    """Build X-Cross over the sources (or take `model`, e.g. a baseline, with `model_settings`
+    saying what defines it), train it on `train`, score `test`.
+
+    The run lives in `<out>-<digest>`, the digest of everything that defines it (run_definition:
+    model settings, source model digests, data, users, training settings), so a run with other
+    settings never resumes from or overwrites this one; the folder holds run_definition.json and is
+    refused for any other definition. An interrupted run resumes from its checkpoint, a finished
+    one is not trained again. Results: test_per_user.parquet, xcross.json (the record)."""
     commit, started_at = git_commit(), now_utc()
     model = model if model is not None else build_xcross(source_names, xcross_config, head_from)
+    if not train_config.train_head:
+        set_head_trainable(model, False)
+    definition = run_definition(
+        kind, data, train_config, train, val, backbone=model.backbone_name, sources=source_models(source_names),
+        head_from=source_names[head_from], xcross=xcross_config.to_dict() if xcross_config is not None else None,
+        model_settings=model_settings or {})
+    out = Path(out)
+    out = out.with_name(f"{out.name}-{definition_digest(definition)}")
+    digest = claim_run_folder(out, definition)
     encoder = PromptEncoder(model.tokenizer, data.domain.titles, train_config.max_length, scorer_config_of(model).encoding)
     untrained = evaluate_scorer(model, encoder, test, progress=False) if with_untrained else None
     result = train_scorer(model, encoder, train, val, train_config, out / "run", progress=progress)
     per_user = evaluate_scorer(model, encoder, test, bf16=result.bf16, progress=False)
-    out.mkdir(parents=True, exist_ok=True)
     per_user.to_parquet(out / "test_per_user.parquet")
+    if untrained is not None:
+        untrained.to_parquet(out / "untrained_test_per_user.parquet")
     write_json_atomic(out / "xcross.json", {
-        "model": kind, "target": data.domain.name, "sources": source_names, "head_from": source_names[head_from],
-        "xcross": xcross_config.to_dict() if xcross_config is not None else None, "train_config": train_config.to_dict(), "n_train_users": len(train),
-        "n_test_users": len(test), "parameters": parameter_counts(model), "wall_s": round(result.wall_s, 1),
+        "model": kind, "target": data.domain.name, "sources": source_names, "source_models": definition["sources"],
+        "head_from": source_names[head_from], "run_digest": digest, "folder": shown_path(out),
+        "xcross": definition["xcross"], "model_settings": model_settings or {}, "train_config": train_config.to_dict(),
+        "n_train_users": len(train), "n_val_users": len(val), "n_test_users": len(test),
+        "parameters": parameter_counts(model), "best_step": result.best_step, "best_epoch": result.best_epoch,
+        "validation": result.validation.to_dict("records"), "wall_s": round(result.wall_s, 1),
         "commit": commit, "started_at": started_at, "produced_at": now_utc(),
     })
     return XCrossRun(model, encoder, result, per_user, untrained, out)
+
+
+def finished_runs(prefix: Path, train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+    """Finished runs in folders `<prefix>-<digest>` trained on exactly `train`'s users and scored
+    on exactly `test`'s, oldest first (columns folder, record)."""
+    from .provenance import RUN_DEFINITION
+
+    prefix, rows = Path(prefix), []
+    for folder in sorted(prefix.parent.glob(f"{prefix.name}-*")):
+        record_path, scores = folder / "xcross.json", folder / "test_per_user.parquet"
+        if not (record_path.is_file() and scores.is_file() and (folder / RUN_DEFINITION).is_file()):
+            continue
+        definition = json.loads((folder / RUN_DEFINITION).read_text())["definition"]
+        if (definition["train_users"] == users_digest(train)
+                and set(pd.read_parquet(scores, columns=["user"])["user"]) == set(test["user"])):
+            rows.append({"folder": folder, "record": json.loads(record_path.read_text())})
+    frame = pd.DataFrame(rows, columns=["folder", "record"])
+    return frame.sort_values("record", key=lambda r: r.map(lambda x: x["produced_at"])).reset_index(drop=True)
 
 
 def best_source_index(source_names: list[str], data: DomainData, val: pd.DataFrame, max_length: int) -> tuple[int, dict]:

@@ -16,3 +16,12 @@ def outputs_dir(path: str | os.PathLike | None = None) -> Path:
     if path:
         return Path(path)
     return Path(os.environ.get(ENV_OUTPUTS_DIR) or REPO_ROOT / "outputs")
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """A path as results and reports print it: relative to the repository where it is inside it or
+    beside it ("outputs/quick", "../shared/reference"), so no machine's layout lands in a committed file."""
+    resolved, repo = Path(path).resolve(), REPO_ROOT.resolve()
+    if resolved.is_relative_to(repo.parent):
+        return os.path.relpath(resolved, repo)
+    return str(path)

@@ -46,8 +46,10 @@ def plot_item_popularity(domains: Sequence[Domain], ax=None):
 
 
 def plot_learning_curve(curve: pd.DataFrame, validation: pd.DataFrame, n_candidates: int,
-                        reference_hit1: dict[str, float] | None = None, axes=None):
-    """Training loss per logged step (uniform-guess level ln C dashed) and validation Hit@1 per epoch."""
+                        reference_hit1: dict[str, float] | None = None, axes=None, metric: str = "hit@1",
+                        best_step: int | None = None):
+    """Training loss per logged step (uniform-guess level ln C dashed) and the validation metric per
+    validation point (step 0: the untrained start), the kept state marked; references dashed."""
     axes = axes if axes is not None else plt.subplots(1, 2, figsize=(12, 3.6))[1]
     ax = axes[0]
     ax.plot(curve["step"], curve["loss"], c="C0", alpha=0.35, lw=1, label="loss per logged window")
@@ -59,10 +61,14 @@ def plot_learning_curve(curve: pd.DataFrame, validation: pd.DataFrame, n_candida
     ax.legend()
     ax = axes[1]
     if len(validation):
-        sns.lineplot(validation, x="epoch", y="hit@1", marker="o", ax=ax, label="this model")
+        ax.plot(validation["step"], validation[metric], marker="o", c="C0", label="this model")
+        kept = validation[validation["step"] == best_step]
+        if len(kept):
+            ax.plot(kept["step"], kept[metric], marker="*", ms=14, c="C3", ls="", label="kept (best on validation)")
     for k, (name, value) in enumerate((reference_hit1 or {}).items()):
         ax.axhline(value, ls="--", c=f"C{k + 1}", label=name)
-    ax.set(title="Validation Hit@1", xlabel="epoch", ylabel="Hit@1 (%)")
+    label = "Hit@1" if metric == "hit@1" else metric.upper()
+    ax.set(title=f"Validation {label}", xlabel="optimizer step", ylabel=f"{label} (%)")
     ax.legend()
     return axes
 

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .errors import RunMismatchError
+
+RUN_DEFINITION = "run_definition.json"
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -56,3 +60,44 @@ def write_json_atomic(path: str | os.PathLike, obj: object) -> Path:
 
 def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     return write_atomic(path, frame.to_csv(index=False))
+
+
+def _flat(obj, prefix: str = "") -> dict:
+    """{"a.b": value} of nested dicts, for naming what differs."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def definition_digest(definition: dict) -> str:
+    """A short SHA-256 of a run's definition (JSON, sorted keys): the same settings give the same digest."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(definition, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def claim_run_folder(folder: str | os.PathLike, definition: dict) -> str:
+    """Tie `folder` to the run that `definition` describes (everything that defines it: model
+    settings, backbone, source model digests, data fingerprint, users, training settings).
+    A new folder gets run_definition.json; a folder that holds another definition is refused with
+    an error naming the settings that differ. Returns the definition's digest."""
+    folder = Path(folder)
+    definition = json.loads(json.dumps(definition, sort_keys=True, default=str))  # what JSON keeps
+    digest = definition_digest(definition)
+    path = folder / RUN_DEFINITION
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("definition") != definition:
+            a, b = _flat(old.get("definition", {})), _flat(definition)
+            changed = [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}"
+                       for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            raise RunMismatchError(
+                f"{folder} holds a run made with other settings ({'; '.join(changed[:8])}"
+                f"{'; ...' if len(changed) > 8 else ''}). Its results are not this run's: choose another "
+                "output folder, or remove this one to run again.")
+        return digest
+    write_json_atomic(path, {"digest": digest, "definition": definition})
+    return digest

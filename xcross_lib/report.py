@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .paths import REPO_ROOT, outputs_dir
+from .paths import REPO_ROOT, outputs_dir, shown_path  # noqa: F401 (shown_path: the report notebook uses it)
 
 METRICS = ["hit@1", "hit@3", "hit@10", "mrr"]
 ABLATION_NAMES = {"X-Cross": "X-Cross", "X-Cross -layers": "- Layers", "X-Cross -interactions": "- Interactions",
@@ -39,15 +39,6 @@ def _roots(output_dir=None) -> list[Path]:
     outputs/quick/, $XCROSS_OUTPUTS_DIR), the shipped results of the repository come first."""
     here, shipped = outputs_dir(output_dir), REPO_ROOT / "outputs"
     return [shipped, here] if shipped.resolve() != here.resolve() else [here]
-
-
-def shown_path(path: Path) -> str:
-    """A path as the report prints it: relative to the repository where it is inside it or beside it
-    ("outputs/quick", "../shared/reference"), so no machine's layout lands in a committed report."""
-    resolved, repo = Path(path).resolve(), REPO_ROOT.resolve()
-    if resolved.is_relative_to(repo.parent):
-        return os.path.relpath(resolved, repo)
-    return str(path)
 
 
 def _read_all(pattern: str, output_dir=None) -> pd.DataFrame:

@@ -101,15 +101,24 @@ def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcro
 
     from tqdm.auto import tqdm
 
-    from .experiments import run_xcross, seeded_subset, train_source_model
+    from .experiments import parameter_columns, parameter_counts, run_xcross, seeded_subset, train_source_model
     from .metrics import summarize
     from .training import evaluate_scorer
 
     from .models.source import read_record
 
+    from .experiments import source_models, users_digest
+    from .provenance import claim_run_folder
+
     lora_backbone = lora_backbone or read_record(source_names[0])["backbone"]  # the sources' backbone
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # the study's folder holds one result per (model, size, subset): refuse it for other settings
+    claim_run_folder(out, {
+        "study": "limited data", "target": data.domain.name, "data_fingerprint": data.domain.fingerprint,
+        "candidates_sha256": data.protocol.info["candidates_sha256"], "sources": source_models(source_names),
+        "head_from": source_names[head_from], "xcross": xcross_config.to_dict(), "xcross_train": xcross_train.to_dict(),
+        "lora_backbone": lora_backbone, "lora_scorer": lora_scorer.to_dict(), "lora_train": lora_train.to_dict(),
+        "validation_users": users_digest(val), "test_users": users_digest(test), "seed": seed})
     per_user, runs = [], []
     jobs = [(m, s, k) for s in sizes for k in range(n_subsets) for m in models]
     for model, size, subset in tqdm(jobs, desc="limited-data runs", disable=not progress):
@@ -122,17 +131,18 @@ def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcro
             if model == "X-Cross":
                 run = run_xcross(data, source_names, xcross_config, xcross_train, train, val, test, out / "runs" / name,
                                  head_from, with_untrained=False, progress=False)
-                frame, encoder = run.per_user, run.encoder
+                frame, encoder, trained = run.per_user, run.encoder, run.model
             elif model == "LoRA":  # a new adapter on the target; train_source_model draws the same subset by this seed
                 scorer, encoder, result, _ = train_source_model(
                     data, lora_backbone, lora_scorer, replace(lora_train, seed=subset_seed), size, len(val),
                     out / "runs" / name, progress=False)
-                frame = evaluate_scorer(scorer, encoder, test, bf16=result.bf16, progress=False)
+                frame, trained = evaluate_scorer(scorer, encoder, test, bf16=result.bf16, progress=False), scorer
             else:
                 raise ValueError(f"unknown model {model!r}; known: X-Cross, LoRA")
             lengths = prompt_lengths(encoder, train)
             frame.to_parquet(path)
-            info.write_text(json.dumps({"wall_s": round(time.perf_counter() - started, 1), **prompt_length_stats(lengths)}))
+            info.write_text(json.dumps({"wall_s": round(time.perf_counter() - started, 1), **prompt_length_stats(lengths),
+                                        **parameter_columns(parameter_counts(trained))}))
         frame = pd.read_parquet(path)
         extra = json.loads(info.read_text())
         per_user.append(frame.assign(model=model, size=size, subset=subset))

@@ -27,16 +27,18 @@ class Batch:
     n_candidates: int
     history_input_ids: torch.Tensor | None = None  # (B, Th), separate encoding only
     history_attention_mask: torch.Tensor | None = None
+    candidate_index: torch.Tensor | None = None  # (B*C,) rows of input_ids when it holds distinct titles only
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
-        names = ("input_ids", "attention_mask", "token_type_ids", "history_input_ids", "history_attention_mask")
+        names = ("input_ids", "attention_mask", "token_type_ids", "history_input_ids", "history_attention_mask",
+                 "candidate_index")
         return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
 
     def to(self, device) -> "Batch":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Batch(move(self.input_ids), move(self.attention_mask), move(self.token_type_ids),
                      move(self.target_index), self.n_candidates, move(self.history_input_ids),
-                     move(self.history_attention_mask))
+                     move(self.history_attention_mask), move(self.candidate_index))
 
 
 def pad(sequences: Sequence[Sequence[int]], pad_id: int, types: Sequence[Sequence[int]] | None = None):
@@ -109,16 +111,23 @@ class PromptEncoder:
         return self.single_prefix + list(ids[-room:]) + self.single_suffix
 
     def batch(self, histories: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]],
-              target_index: Sequence[int]) -> Batch:
+              target_index: Sequence[int], distinct_candidates: bool = False) -> Batch:
         """B examples x C candidates, padded to the longest: pair prompts, or (separate encoding)
-        the B histories and the B*C candidate titles."""
+        the B histories and the B*C candidate titles; with distinct_candidates, each distinct title
+        once (popularity-sampled lists share many) and candidate_index, the row of each candidate."""
         n_candidates = len(candidates[0])
         target = torch.as_tensor(np.asarray(target_index), dtype=torch.long)
         if self.encoding == "separate":
             budget = self.max_length - len(self.single_prefix) - len(self.single_suffix)
             hist_ids, hist_mask, _ = pad([self.single(self.history_ids(h, budget)) for h in histories], self.pad_id)
-            cand_ids, cand_mask, _ = pad([self.single(self.item_ids[c]) for cands in candidates for c in cands], self.pad_id)
-            return Batch(cand_ids, cand_mask, None, target, n_candidates, hist_ids, hist_mask)
+            flat = [c for cands in candidates for c in cands]
+            index = None
+            if distinct_candidates:
+                row_of = {item: r for r, item in enumerate(dict.fromkeys(flat))}  # first-seen order
+                index = torch.as_tensor([row_of[c] for c in flat], dtype=torch.long)
+                flat = list(row_of)
+            cand_ids, cand_mask, _ = pad([self.single(self.item_ids[c]) for c in flat], self.pad_id)
+            return Batch(cand_ids, cand_mask, None, target, n_candidates, hist_ids, hist_mask, index)
         pairs = [self.prompt(h, c) for h, cands in zip(histories, candidates) for c in cands]
         ids, mask, types = pad([p[0] for p in pairs], self.pad_id, [p[1] for p in pairs])
         return Batch(ids, mask, types, target, n_candidates)

@@ -132,7 +132,8 @@ class AdapterMixture(ScoresFromEncode, TrainableState, nn.Module):
 
     def parameter_counts(self) -> dict[str, int]:
         mixing = self.classifier if self.kind == "xlora" else self.gates
-        return {"mixing": sum(p.numel() for p in mixing.parameters()),
+        weights = sum(p.numel() for p in mixing.parameters())
+        return {"mixing": weights, "per_layer": weights // len(self.encoder.encoder.layer), "without_head": weights,
                 "head": sum(p.numel() for p in self.head.parameters()),
                 "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad)}
 

@@ -124,7 +124,19 @@ class TwoTowerHead(nn.Module):
 
 
 class TrainableState:
-    """Checkpoints of what trains: the parameters with requires_grad."""
+    """Checkpoints of what trains (the parameters with requires_grad), and a training mode in which
+    frozen parts run as they were trained: a child module whose parameters are all frozen (a frozen
+    backbone with its adapters, a frozen head) stays in evaluation mode, so its dropout is off and
+    it gives the same output on every pass; the trainable parts train."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:
+            for child in self.children():
+                params = list(child.parameters())
+                if params and not any(p.requires_grad for p in params):
+                    child.eval()
+        return self
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.named_parameters() if v.requires_grad}
@@ -137,6 +149,49 @@ class TrainableState:
         with torch.no_grad():
             for k, v in state.items():
                 params[k].copy_(v)
+
+
+def embed_by_length(embed, input_ids: torch.Tensor, attention_mask: torch.Tensor, slack: float = 0.8,
+                    max_rows: int = 128) -> torch.Tensor:
+    """embed(ids, mask) -> (N, d) over the rows in chunks of similar length, each cut to its own
+    longest row, so that short titles are not padded to the longest in the batch (about half the
+    tokens of a training batch of popularity-sampled titles were padding). Rows sorted by length
+    (longest first) start a new chunk when shorter than `slack` x the chunk's first, or after
+    max_rows. Same result as one call (up to rounding), in the rows' order."""
+    lengths = attention_mask.sum(1)
+    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    lengths = lengths.tolist()
+    chunks, current = [], []
+    for row in order:
+        if current and (lengths[row] < slack * lengths[current[0]] or len(current) >= max_rows):
+            chunks.append(current)
+            current = []
+        current.append(row)
+    chunks.append(current)
+    if len(chunks) == 1 and lengths[order[0]] == input_ids.shape[1]:
+        return embed(input_ids, attention_mask)
+    parts = []
+    for rows in chunks:
+        idx = torch.as_tensor(rows, device=input_ids.device)
+        width = lengths[rows[0]]
+        parts.append(embed(input_ids[idx, :width], attention_mask[idx, :width]))
+    out = torch.cat(parts)  # rows in chunk order
+    inverse = torch.empty(len(order), dtype=torch.long, device=out.device)
+    inverse[torch.as_tensor([r for rows in chunks for r in rows], device=out.device)] = torch.arange(len(order), device=out.device)
+    return out[inverse]
+
+
+def candidate_rows(embeddings: torch.Tensor, candidate_index: torch.Tensor | None) -> torch.Tensor:
+    """(M, d) embeddings of distinct titles -> (B*C, d) rows of the candidate lists (None: as they are)."""
+    return embeddings if candidate_index is None else embeddings[candidate_index]
+
+
+def set_head_trainable(model: nn.Module, trainable: bool) -> nn.Module:
+    """Train the model's pooler and scorer (`head`) or keep them as they are (a frozen head also
+    runs in evaluation mode while the rest trains: TrainableState.train)."""
+    for p in model.head.parameters():
+        p.requires_grad_(trainable)
+    return model
 
 
 def scorer_config_of(model) -> ScorerConfig:
@@ -154,9 +209,12 @@ class ScoresFromEncode:
         return self.head.embed(self.encode(input_ids, attention_mask), attention_mask)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, history_input_ids=None,
-                history_attention_mask=None) -> torch.Tensor:
+                history_attention_mask=None, candidate_index=None) -> torch.Tensor:
         if self.scorer_config.encoding == "separate":
-            return self.head(self.embed(history_input_ids, history_attention_mask), self.embed(input_ids, attention_mask))
+            embed = self.embed if getattr(self, "record", False) else (  # recorded factors: one pass each
+                lambda ids, mask: embed_by_length(self.embed, ids, mask))
+            return self.head(embed(history_input_ids, history_attention_mask),
+                             candidate_rows(embed(input_ids, attention_mask), candidate_index))
         hidden = self.encode(input_ids, attention_mask, token_type_ids)
         return self.head(hidden, attention_mask, token_type_ids)
 
@@ -193,11 +251,13 @@ class Scorer(TrainableState, nn.Module):
         return self.head.embed(hidden, attention_mask)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, history_input_ids=None,
-                history_attention_mask=None) -> torch.Tensor:
-        """Pair: the prompts (N, T). Separate: the histories (B, Th) and the candidates (B*C, Tc) as
-        input_ids. Returns (N,) or (B*C,) scores, example-major."""
+                history_attention_mask=None, candidate_index=None) -> torch.Tensor:
+        """Pair: the prompts (N, T). Separate: the histories (B, Th) and the candidates as input_ids,
+        (B*C, Tc), or the M distinct titles (M, Tc) with candidate_index (B*C,) their rows.
+        Returns (N,) or (B*C,) scores, example-major."""
         if self.config.encoding == "separate":
-            return self.head(self.embed(history_input_ids, history_attention_mask), self.embed(input_ids, attention_mask))
+            return self.head(embed_by_length(self.embed, history_input_ids, history_attention_mask),
+                             candidate_rows(embed_by_length(self.embed, input_ids, attention_mask), candidate_index))
         kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         return self.head(hidden, attention_mask, token_type_ids)  # (N,)

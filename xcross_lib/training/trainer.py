@@ -6,8 +6,14 @@ Each epoch visits the training users in an order seeded by (seed, epoch); with
 negatives. A checkpoint (trainable weights, optimizer, schedule, RNG, position, learning curve) is
 written atomically every `checkpoint_every` optimizer steps and at each epoch end; a run started
 again with the same out_dir and settings continues where it stopped and ends with the same weights
-as a run that was never stopped. Validation Hit@1 is measured at each epoch end and the best
-weights are kept. Device and mixed precision go through Hugging Face Accelerate.
+as a run that was never stopped. Validation (Hit@1 and MRR) is measured before the first step
+(the untrained start is a candidate too), every `validate_every` optimizer steps and at each epoch
+end; the weights with the best `select_metric` are kept, and every point is recorded.
+
+Parameters train in two groups: the head (pooler and scorer: `head.*`), at head_learning_rate
+(None: learning_rate) or frozen (train_head false), and everything else that trains (integrators,
+stream weights, gates, adapters) at learning_rate. Two-tower batches encode each distinct
+candidate title once. Device and mixed precision go through Hugging Face Accelerate.
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ from .allocator import keep_freed_memory
 from .evaluate import evaluate_scorer
 
 
+SELECT_METRICS = ("mrr", "hit@1")
+# settings that change how a run is done but not what it computes
+NON_DEFINING = ("checkpoint_every", "eval_batch_users", "log_every")
+
+
 @dataclass
 class TrainConfig:
     learning_rate: float = 5e-4
@@ -49,9 +60,14 @@ class TrainConfig:
     eval_batch_users: int = 8
     checkpoint_every: int = 200  # optimizer steps
     log_every: int = 10  # optimizer steps per learning-curve point
+    head_learning_rate: float | None = None  # the head's group (pooler and scorer); None: learning_rate
+    train_head: bool = True  # false: the head stays as it was (frozen, evaluation mode)
+    validate_every: int | None = None  # optimizer steps between validations (besides the start and each epoch end)
+    validate_at_start: bool = True  # score the untrained start on validation; it can be the best state
+    select_metric: str = "mrr"  # validation metric that chooses the kept weights: "mrr" or "hit@1"
 
     def __post_init__(self):
-        for name in ("learning_rate", "weight_decay", "warmup_ratio"):
+        for name in ("learning_rate", "weight_decay", "warmup_ratio", "head_learning_rate"):
             value = getattr(self, name)
             if isinstance(value, str):  # "2e-4" from a YAML file reads as a string
                 try:
@@ -61,6 +77,10 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "grad_accumulation", "train_candidates", "max_length"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.select_metric not in SELECT_METRICS:
+            raise ValueError(f"select_metric must be one of {SELECT_METRICS}, got {self.select_metric!r}")
+        if self.validate_every is not None and int(self.validate_every) < 1:
+            raise ValueError(f"validate_every must be at least 1 or None, got {self.validate_every!r}")
         if self.bf16 not in (True, False, "auto"):
             raise ValueError(f"bf16 must be true, false or 'auto', got {self.bf16!r}")
 
@@ -71,12 +91,14 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     curve: pd.DataFrame  # step, epoch, examples, loss (mean since the last point), lr, examples_per_s
-    validation: pd.DataFrame  # epoch, step, hit@1, mrr
+    validation: pd.DataFrame  # epoch, step, examples, hit@1, mrr (step 0: the untrained start)
     best_epoch: int
-    best_hit1: float
+    best_hit1: float  # validation Hit@1 of the kept weights
     wall_s: float
     bf16: bool = False  # whether training ran under bf16 autocast
     config: dict = field(default_factory=dict)
+    best_step: int = -1  # optimizer step of the kept weights (0: the untrained start)
+    best_metric: float = float("nan")  # validation select_metric of the kept weights
 
 
 def bf16_available(device: torch.device) -> bool:
@@ -118,6 +140,24 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def parameter_groups(model, config: TrainConfig) -> list[dict]:
+    """AdamW groups: the head (`head.*`) at head_learning_rate, the rest that trains at learning_rate.
+    With train_head false the head is frozen first (and so runs in evaluation mode)."""
+    if not config.train_head and hasattr(model, "head"):
+        for p in model.head.parameters():
+            p.requires_grad_(False)
+    head, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (head if name.startswith("head.") else rest).append(p)
+    if not head and not rest:
+        raise ValueError("nothing to train: every parameter of the model is frozen (train_head is false?)")
+    head_lr = config.learning_rate if config.head_learning_rate is None else config.head_learning_rate
+    groups = [{"params": rest, "lr": config.learning_rate, "name": "integration"},
+              {"params": head, "lr": head_lr, "name": "head"}]
+    return [g for g in groups if g["params"]]
+
+
 def train_scorer(
     model,
     encoder: PromptEncoder,
@@ -130,9 +170,9 @@ def train_scorer(
 ) -> TrainResult:
     """Train `model` (a Scorer or anything with trainable_state/load_trainable_state) in place.
 
-    out_dir holds checkpoint.pt (to resume) and best.pt (best validation Hit@1 weights); at the end
-    the model holds the best weights. stop_after_steps stops early, as an interruption would
-    (for tests and for splitting long runs)."""
+    out_dir holds checkpoint.pt (to resume) and best.pt (the weights with the best validation
+    select_metric, the untrained start included); at the end the model holds them.
+    stop_after_steps stops early, as an interruption would (for tests and for splitting long runs)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -143,21 +183,26 @@ def train_scorer(
     use_bf16 = bf16_available(device) if config.bf16 == "auto" else bool(config.bf16)
 
     _set_seed(config.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
     per_epoch = math.ceil(math.ceil(len(train) / config.batch_size) / config.grad_accumulation)
     total_steps = per_epoch * config.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
 
-    state = {"epoch": 0, "batch": 0, "step": 0, "curve": [], "validation": [], "best_hit1": -1.0, "best_epoch": -1}
+    state = {"epoch": 0, "batch": 0, "step": 0, "examples": 0, "curve": [], "validation": [], "best": None}
     ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
-    settings = {k: v for k, v in config.to_dict().items() if k not in ("checkpoint_every", "eval_batch_users")}
+    settings = {k: v for k, v in config.to_dict().items() if k not in NON_DEFINING}
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, weights_only=False)
         if ckpt["settings"] != settings or ckpt["n_train"] != len(train):
-            raise ValueError(f"{ckpt_path} was written with other settings; remove it or use another out_dir")
+            changed = sorted(k for k in set(ckpt["settings"]) | set(settings)
+                             if ckpt["settings"].get(k) != settings.get(k))
+            if ckpt["n_train"] != len(train):
+                changed.append(f"n_train ({ckpt['n_train']} -> {len(train)})")
+            raise ValueError(f"{ckpt_path} was written with other settings ({', '.join(changed)}); "
+                             "remove it or use another out_dir")
         raw_model.load_trainable_state(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -169,9 +214,32 @@ def train_scorer(
                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                       "torch_rng": torch.get_rng_state(), "state": state}, ckpt_path)
 
+    def validate() -> None:
+        """Score the validation users now; keep the weights when they are the best so far."""
+        if validation is None or not len(validation):
+            return
+        if state["validation"] and state["validation"][-1]["step"] == state["step"]:
+            return  # already validated at this step (an epoch end right after validate_every)
+        rng = torch.get_rng_state()  # validation draws no training randomness
+        per_user = evaluate_scorer(raw_model, encoder, validation, batch_users=config.eval_batch_users,
+                                   bf16=use_bf16, progress=False)
+        torch.set_rng_state(rng)
+        means = summarize(per_user)
+        point = {"epoch": state["epoch"], "step": state["step"], "examples": state["examples"],
+                 "hit@1": float(means["hit@1"]), "mrr": float(means["mrr"])}
+        state["validation"].append(point)
+        if state["best"] is None or point[config.select_metric] > state["best"][config.select_metric]:
+            state["best"] = point
+            _save_atomic(raw_model.trainable_state(), best_path)
+        bar.write(f"step {state['step']} (epoch {state['epoch']}): validation Hit@1 {means['hit@1']:.2f}  "
+                  f"MRR {means['mrr']:.2f}")
+
     rows = list(train.itertuples(index=False))
     steps_run, window_loss, window_examples, window_start = 0, [], 0, time.perf_counter()
     bar = tqdm(total=total_steps, initial=state["step"], desc="training", unit="step", disable=not progress)
+    if config.validate_at_start and state["step"] == 0 and not state["validation"]:
+        validate()
+        checkpoint()
     while state["epoch"] < config.epochs:
         epoch = state["epoch"]
         batches = epoch_batches(len(rows), config.batch_size, config.seed, epoch)
@@ -181,7 +249,8 @@ def train_scorer(
             chunk = batches[state["batch"] : state["batch"] + config.grad_accumulation]
             for idx in chunk:
                 picked = [training_candidates(rows[i], config.train_candidates, config.seed, epoch) for i in idx]
-                batch = encoder.batch([rows[i].history for i in idx], [c for c, _ in picked], [t for _, t in picked])
+                batch = encoder.batch([rows[i].history for i in idx], [c for c, _ in picked], [t for _, t in picked],
+                                      distinct_candidates=True)
                 batch = batch.to(device)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     scores = model(**batch.model_inputs())
@@ -194,6 +263,7 @@ def train_scorer(
             optimizer.zero_grad(set_to_none=True)
             state["batch"] += len(chunk)
             state["step"] += 1
+            state["examples"] += sum(len(b) for b in chunk)
             steps_run += 1
             bar.update(1)
             if state["step"] % config.log_every == 0 or state["batch"] >= len(batches):
@@ -203,22 +273,18 @@ def train_scorer(
                                        "lr": scheduler.get_last_lr()[0], "examples_per_s": window_examples / elapsed})
                 bar.set_postfix(loss=f"{mean_loss:.3f}", ex_s=f"{window_examples / elapsed:.1f}")
                 window_loss, window_examples, window_start = [], 0, time.perf_counter()
-            if state["step"] % config.checkpoint_every == 0:
+            validated = bool(config.validate_every) and state["step"] % int(config.validate_every) == 0
+            if validated:
+                validate()
+                model.train()
+            if validated or state["step"] % config.checkpoint_every == 0:
                 checkpoint()
             if stop_after_steps is not None and steps_run >= stop_after_steps:
                 checkpoint()
                 bar.close()
                 return _result(state, config, started, use_bf16)
         # epoch end: validation, best weights, checkpoint
-        if validation is not None and len(validation):
-            per_user = evaluate_scorer(raw_model, encoder, validation, batch_users=config.eval_batch_users,
-                                       bf16=use_bf16, progress=False)
-            means = summarize(per_user)
-            state["validation"].append({"epoch": epoch, "step": state["step"], "hit@1": means["hit@1"], "mrr": means["mrr"]})
-            if means["hit@1"] > state["best_hit1"]:
-                state["best_hit1"], state["best_epoch"] = float(means["hit@1"]), epoch
-                _save_atomic(raw_model.trainable_state(), best_path)
-            bar.write(f"epoch {epoch}: validation Hit@1 {means['hit@1']:.2f}  MRR {means['mrr']:.2f}")
+        validate()
         state["epoch"], state["batch"] = epoch + 1, 0
         checkpoint()
     bar.close()
@@ -230,5 +296,7 @@ def train_scorer(
 
 
 def _result(state: dict, config: TrainConfig, started: float, bf16: bool) -> TrainResult:
-    return TrainResult(pd.DataFrame(state["curve"]), pd.DataFrame(state["validation"]), state["best_epoch"],
-                       state["best_hit1"], time.perf_counter() - started, bf16, config.to_dict())
+    best = state["best"] or {"epoch": -1, "step": -1, "hit@1": -1.0, config.select_metric: float("nan")}
+    return TrainResult(pd.DataFrame(state["curve"]), pd.DataFrame(state["validation"]), best["epoch"],
+                       best["hit@1"], time.perf_counter() - started, bf16, config.to_dict(), best["step"],
+                       best[config.select_metric])

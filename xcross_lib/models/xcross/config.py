@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .layer import PARAMETRISATIONS
+
 ABLATIONS = {
     None: None,  # full model
     "-layers": (0.0, 0.0),  # no refinement: the streams are only averaged at the end
@@ -20,12 +22,15 @@ class XCrossConfig:
     lambda2: float = 1.0  # weight of the interaction (difference) terms
     integration_point: str = "layer"  # "layer": each layer's output (the paper); "projection": each LoRA-adapted projection
     ablation: str | None = None  # None, "-layers", "-interactions", "-experts"
+    parametrisation: str = "paper"  # how c enters z = c W: "paper", "fan_in" (/ sqrt(n d)), "normalised" (layer.py)
 
     def __post_init__(self):
         if self.ablation not in ABLATIONS:
             raise ValueError(f"ablation must be one of {list(ABLATIONS)}, got {self.ablation!r}")
         if self.integration_point not in INTEGRATION_POINTS:
             raise ValueError(f"integration_point must be one of {INTEGRATION_POINTS}, got {self.integration_point!r}")
+        if self.parametrisation not in PARAMETRISATIONS:
+            raise ValueError(f"parametrisation must be one of {PARAMETRISATIONS}, got {self.parametrisation!r}")
         preset = ABLATIONS[self.ablation]
         if preset is not None:
             l1, l2 = preset

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+PARAMETRISATIONS = ("paper", "fan_in", "normalised")
+
 
 class StackedLoRALinear(nn.Module):
     """A frozen linear layer with n frozen LoRA adapters, one per stream, in one call.
@@ -44,11 +46,21 @@ class Integrator(nn.Module):
         h~_i = h_i + lambda1 * sum_{j != i} alpha_ij h_j + lambda2 * sum_{j != i} beta_ij (h_i - h_j)
 
     Pairs (i, j), j != i, are ordered by i, then j. W starts at zero (h~ = h), no softmax.
+
+    `parametrisation` says how c enters z (all equal the paper's model at the zero start; they differ
+    in how far one optimizer step on W moves alpha and beta):
+      "paper"       z = c W
+      "fan_in"      z = c W / sqrt(n d)
+      "normalised"  z = (c / rms(c)) W / (n d), rms over the n d values of the token: an Adam step
+                    of size lr on every element of W moves each factor by at most about lr
     """
 
-    def __init__(self, n_streams: int, hidden_size: int):
+    def __init__(self, n_streams: int, hidden_size: int, parametrisation: str = "paper"):
         super().__init__()
+        if parametrisation not in PARAMETRISATIONS:
+            raise ValueError(f"parametrisation must be one of {PARAMETRISATIONS}, got {parametrisation!r}")
         self.n = n_streams
+        self.parametrisation = parametrisation
         self.scaling = nn.Linear(n_streams * hidden_size, 2 * n_streams * (n_streams - 1), bias=False)  # W
         nn.init.zeros_(self.scaling.weight)
         others = [[j for j in range(n_streams) if j != i] for i in range(n_streams)]
@@ -58,7 +70,11 @@ class Integrator(nn.Module):
         """h (n, B, T, d) -> alpha, beta, each (n, n-1, B, T): the factor of stream j in stream i."""
         n, b, t, d = h.shape
         c = h.permute(1, 2, 0, 3).reshape(b, t, n * d)  # (B, T, n*d): [h_1; ...; h_n] per token
+        if self.parametrisation == "normalised":
+            c = c * torch.rsqrt(c.float().pow(2).mean(-1, keepdim=True) + 1e-6).to(c.dtype)  # unit rms per token
         z = self.scaling(c)  # (B, T, 2n(n-1))
+        if self.parametrisation != "paper":
+            z = z * (1.0 / (n * d) if self.parametrisation == "normalised" else (n * d) ** -0.5)
         pairs = n * (n - 1)
         alpha = z[..., :pairs].reshape(b, t, n, n - 1).permute(2, 3, 0, 1)  # (n, n-1, B, T)
         beta = z[..., pairs:].reshape(b, t, n, n - 1).permute(2, 3, 0, 1)
