@@ -13,9 +13,11 @@ X-Cross runs with its settings' defaults and, where this code has the option, wi
 frozen. The script uses only what the trainer offered before the speed work as well, so the same
 file times an older commit (run it with that commit's xcross_lib on the path).
 
-Scores: the untrained models' evaluation scores of `--score-users` test users are written to
-`--scores-out` (.npz) when given, so two commits can be compared score by score
-(`--compare-with OTHER.npz` prints the largest absolute difference per model).
+Scores: the untrained models' evaluation scores of `--score-users` test users, and their scores of
+the first 8 training users' lists through the training forward (the path the speed work changed),
+are written to `--scores-out` (.npz) when given, so two commits can be compared score by score
+(`--compare-with OTHER.npz` prints the largest absolute difference per model; `--scores-only`
+skips the timing).
 """
 
 from __future__ import annotations
@@ -100,6 +102,22 @@ def eval_scores(model, data, users: int) -> np.ndarray:
     return score_candidates(model, encoder, test, bf16=False, progress=False)
 
 
+def training_path_scores(model, data, users: int = 8) -> np.ndarray:
+    """Scores of the first training users' lists through the training forward (model(**batch),
+    each distinct title once where this code offers it), without dropout: what a training step
+    computes, comparable across commits."""
+    from xcross_lib.data.encoding import PromptEncoder
+    from xcross_lib.models.scorer import scorer_config_of
+
+    encoder = PromptEncoder(model.tokenizer, data.domain.titles, 128, scorer_config_of(model).encoding)
+    rows = data.frames["train"].sort_values("user").head(users)
+    args = (rows["history"].tolist(), rows["candidates"].tolist(), rows["target_index"].tolist())
+    extra = {"distinct_candidates": True} if "distinct_candidates" in inspect.signature(encoder.batch).parameters else {}
+    model.eval()
+    with torch.no_grad():
+        return model(**encoder.batch(*args, **extra).model_inputs()).float().numpy()
+
+
 def training_path_difference(model, data, users: int = 8) -> float | None:
     """Largest |score| difference between the training forward with each distinct candidate title
     encoded once and the plain one (every candidate encoded), without dropout; None where
@@ -122,7 +140,7 @@ def training_path_difference(model, data, users: int = 8) -> float | None:
 
 def two_tower_figures(target: str = "Tools", sources: tuple[str, ...] = ("Sports", "Electronics"), steps: int = 6,
                       warmup: int = 2, score_users: int = 64, scores_out: str | None = None,
-                      compare_with: str | None = None) -> list[dict]:
+                      compare_with: str | None = None, scores_only: bool = False) -> list[dict]:
     from xcross_lib.experiments import DomainData
     from xcross_lib.provenance import git_commit
 
@@ -130,6 +148,11 @@ def two_tower_figures(target: str = "Tools", sources: tuple[str, ...] = ("Sports
     data = DomainData.load(target)
     figures, scores = [], {}
     for label, build in made_models(list(sources)).items():
+        if scores_only:
+            model = build()
+            scores[label] = eval_scores(model, data, score_users)
+            scores[f"{label} (training path)"] = training_path_scores(model, data)
+            continue
         variants = [("default", {})]
         if label.startswith("X-Cross"):
             variants.append(("head frozen", {"train_head": False}))
@@ -140,6 +163,7 @@ def two_tower_figures(target: str = "Tools", sources: tuple[str, ...] = ("Sports
             model = build()
             if variant == "default":
                 scores[label] = eval_scores(model, data, score_users)
+                scores[f"{label} (training path)"] = training_path_scores(model, data)
             figure = {"figure": "two_tower_train", "model": label, "variant": variant, "target": target,
                       "sources": list(sources), "batch": "8 users x 30 candidates",
                       "precision": "bf16" if bf16_used() else "float32", "cpu": torch.backends.cpu.get_cpu_capability(),
@@ -163,7 +187,8 @@ def two_tower_figures(target: str = "Tools", sources: tuple[str, ...] = ("Sports
         other = np.load(compare_with)
         for label, s in scores.items():
             if label in other:
-                figure = {"figure": "two_tower_score_difference", "model": label, "users": score_users,
+                figure = {"figure": "two_tower_score_difference", "model": label,
+                          "users": 8 if label.endswith("(training path)") else score_users,
                           "max_abs_vs_other": float(np.abs(other[label] - s).max()), "other": compare_with}
                 figures.append(figure)
                 print(json.dumps(figure), flush=True)
@@ -179,6 +204,7 @@ def main() -> None:
     parser.add_argument("--score-users", type=int, default=64)
     parser.add_argument("--scores-out", default=None)
     parser.add_argument("--compare-with", default=None)
+    parser.add_argument("--scores-only", action="store_true", help="only the scores (for --scores-out / --compare-with)")
     parser.add_argument("--precision", choices=["auto", "bf16", "float32"], default="auto",
                         help="auto: bf16 where the CPU has native bf16 (AVX-512 BF16 or AMX), as the trainer does")
     args = parser.parse_args()
@@ -187,7 +213,7 @@ def main() -> None:
     print(json.dumps({"figure": "run", "command": "python benchmarks/bench_two_tower.py " + " ".join(sys.argv[1:]),
                       "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
     two_tower_figures(args.target, tuple(args.sources.split(",")), args.steps, args.warmup, args.score_users,
-                      args.scores_out, args.compare_with)
+                      args.scores_out, args.compare_with, args.scores_only)
 
 
 if __name__ == "__main__":
