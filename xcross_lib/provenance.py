@@ -34,11 +34,12 @@ def now_utc() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def stamp(frame: pd.DataFrame, command: str, wall_s: float | None = None) -> pd.DataFrame:
-    """The frame with provenance columns: command, commit, produced_at (UTC) and wall_s."""
+def stamp(frame: pd.DataFrame, command: str, wall_s: float | None = None, commit: str | None = None) -> pd.DataFrame:
+    """The frame with provenance columns: command, commit (the code that produced it: given, or
+    the checkout now), produced_at (UTC) and wall_s."""
     out = frame.copy()
     out["command"] = command
-    out["commit"] = git_commit()
+    out["commit"] = commit or git_commit()
     out["produced_at"] = now_utc()
     if wall_s is not None:
         out["wall_s"] = round(float(wall_s), 1)
