@@ -408,6 +408,19 @@ def build_baseline(kind: str, source_names: list[str], head_from: int = 0, top_k
     raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
 
 
+def xcross_definition(data: DomainData, source_names: list[str], xcross_config, train_config: TrainConfig,
+                      train: pd.DataFrame, val: pd.DataFrame, head_from: int = 0, kind: str = "X-Cross",
+                      model_settings: dict | None = None, backbone: str | None = None) -> dict:
+    """What defines an X-Cross (or baseline) run over source models: run_xcross's folder is
+    `<out>-<digest of this>`. backbone None: the sources' own."""
+    from .models.source import read_record
+
+    return run_definition(
+        kind, data, train_config, train, val, backbone=backbone or read_record(source_names[0])["backbone"],
+        sources=source_models(source_names), head_from=source_names[head_from],
+        xcross=xcross_config.to_dict() if xcross_config is not None else None, model_settings=model_settings or {})
+
+
 def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_config: TrainConfig,
                train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out: Path, head_from: int = 0,
                with_untrained: bool = True, progress: bool = True, model=None, kind: str = "X-Cross",
@@ -424,10 +437,8 @@ def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_c
     model = model if model is not None else build_xcross(source_names, xcross_config, head_from)
     if not train_config.train_head:
         set_head_trainable(model, False)
-    definition = run_definition(
-        kind, data, train_config, train, val, backbone=model.backbone_name, sources=source_models(source_names),
-        head_from=source_names[head_from], xcross=xcross_config.to_dict() if xcross_config is not None else None,
-        model_settings=model_settings or {})
+    definition = xcross_definition(data, source_names, xcross_config, train_config, train, val, head_from, kind,
+                                   model_settings, model.backbone_name)
     out = Path(out)
     out = out.with_name(f"{out.name}-{definition_digest(definition)}")
     digest = claim_run_folder(out, definition)

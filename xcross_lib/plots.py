@@ -97,3 +97,44 @@ def plot_limited_data(summary: pd.DataFrame, reference: float | None = None, ref
     ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_curve_points(table: pd.DataFrame, metric: str = "mrr", references: Sequence[str] = (), ax=None):
+    """The learning curve: each trained model's test metric against its training users (log scale),
+    the size-free rows (sources alone, the untrained average, ...) as dashed lines."""
+    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    points = table[table["size"].notna()].sort_values("size")
+    for k, (model, group) in enumerate(points.groupby("model", sort=True)):
+        ax.plot(group["size"].astype(float), group[metric], marker="o", c=f"C{k}", label=model)
+    for k, name in enumerate(references):
+        row = table[(table["model"] == name) & table["size"].isna()]
+        if len(row):
+            ax.axhline(float(row[metric].iloc[0]), ls="--", lw=1, c=f"C{k + 4}", label=name)
+    label = "Hit@1" if metric == "hit@1" else metric.upper()
+    ax.set(xscale="log", xlabel="target training users", ylabel=f"test {label} (%)", title="Learning curve")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_learning_curves(losses: pd.DataFrame, validations: pd.DataFrame, metric: str = "mrr", n_candidates: int = 30):
+    """Training loss and validation metric over optimizer steps for every point of a learning
+    curve: one row of two panels per model, one line per size, the kept states starred."""
+    models = sorted(validations["model"].unique()) if len(validations) else []
+    fig, axes = plt.subplots(max(1, len(models)), 2, figsize=(12, 3.4 * max(1, len(models))), squeeze=False)
+    label = "Hit@1" if metric == "hit@1" else metric.upper()
+    for row, model in zip(axes, models):
+        for k, (size, group) in enumerate(validations[validations["model"] == model].groupby("size")):
+            loss = losses[(losses["model"] == model) & (losses["size"] == size)]
+            if len(loss):
+                window = max(1, len(loss) // 10)
+                row[0].plot(loss["step"], loss["loss"].rolling(window, min_periods=1).mean(), c=f"C{k}", label=f"{size} users")
+            row[1].plot(group["step"], group[metric], marker="o", ms=3, c=f"C{k}", label=f"{size} users")
+            kept = group[group["kept"]]
+            row[1].plot(kept["step"], kept[metric], marker="*", ms=12, c=f"C{k}", ls="")
+        row[0].axhline(np.log(n_candidates), ls="--", c="gray", lw=1, label=f"ln {n_candidates}")
+        row[0].set(title=f"{model}: training loss (rolling mean)", xlabel="optimizer step", ylabel="cross-entropy")
+        row[1].set(title=f"{model}: validation {label} (kept state starred)", xlabel="optimizer step", ylabel=f"{label} (%)")
+        row[0].legend(fontsize=8)
+        row[1].legend(fontsize=8)
+    fig.tight_layout()
+    return axes

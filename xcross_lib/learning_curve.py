@@ -1,0 +1,223 @@
+"""The learning curve over target data: how many target users X-Cross needs to separate from its
+sources, beside a new target LoRA and Pooler + Scorer trained on the same users.
+
+One point = one model trained on the first `size` users of a seeded order of the training split (the
+subsets are nested: the 300 hold the 100), its kept state chosen on the validation users, scored on
+the test users. Each point lives in its own folder under the curve's root with `point.json` (what it
+is, its validation and loss curves, its wall time) and `test_per_user.parquet`; a finished point is
+never trained again, so the batch runner can run the curve one point per notebook call and resume.
+
+The rows every point is compared with (each source alone, the untrained average of the sources'
+streams, text similarity) do not depend on the size; they are scored once per test-user set and
+cached under `<root>/references-<test users digest>/`.
+
+    root/
+      references-<digest>/<row>.parquet
+      X-Cross-n300-<digest>/           run_xcross's folder (run_definition.json, run/, xcross.json)
+        point.json, test_per_user.parquet
+      LoRA-n300-<digest>/              train_source_model's folder, the same two files added
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .experiments import (DomainData, build_baseline, build_xcross, evaluate_source, parameter_columns,
+                          parameter_counts, reference_rows, run_definition, run_xcross, seeded_subset, source_models,
+                          train_source_model, users_digest, xcross_definition, xcross_root)
+from .data.encoding import PromptEncoder
+from .metrics import paired_ttest, summarize
+from .models.scorer import scorer_config_of
+from .paths import outputs_dir
+from .provenance import RUN_DEFINITION, claim_run_folder, definition_digest, git_commit, now_utc, write_json_atomic
+from .training import TrainConfig, evaluate_scorer
+
+MODELS = ("X-Cross", "X-Cross (head frozen)", "LoRA", "Pooler + Scorer")
+UNTRAINED = "untrained average"
+POINT = "point.json"
+
+
+def curve_root(target: str, source_names: list[str], output_dir=None) -> Path:
+    """outputs/xcross/<target>-<sources>-<digest>-learning-curve."""
+    root = xcross_root(target, source_names, output_dir)
+    return root.with_name(root.name + "-learning-curve")
+
+
+def auto_epochs(n_users: int, min_examples: int, max_epochs: int) -> int:
+    """Epochs for a point: enough passes to see about `min_examples` examples, at least one, at most
+    `max_epochs` (validation then chooses the kept step within them)."""
+    if n_users < 1:
+        raise ValueError(f"a point needs at least one training user, got {n_users}")
+    return int(min(max_epochs, max(1, math.ceil(min_examples / n_users))))
+
+
+def reference_per_user(data: DomainData, source_names: list[str], head_from: int, xcross_config, test: pd.DataFrame,
+                       root: Path, max_length: int = 128, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Per-user test metrics of each source alone, the untrained X-Cross (every W at zero: the
+    average of the sources' streams) and text similarity; scored once, then read back."""
+    folder = Path(root) / f"references-{users_digest(test)['sha256']}"
+    claim_run_folder(folder, {"kind": "learning-curve references", "domain": data.domain.name,
+                              "data_fingerprint": data.domain.fingerprint,
+                              "candidates_sha256": data.protocol.info["candidates_sha256"],
+                              "sources": source_models(source_names), "head_from": source_names[head_from],
+                              "xcross": xcross_config.to_dict(), "test_users": users_digest(test),
+                              "max_length": max_length, "seed": seed})
+    names = [f"{s} alone" for s in source_names] + [UNTRAINED, "text similarity"]
+    paths = {name: folder / f"{name.replace(' ', '_')}.parquet" for name in names}
+    if not all(p.is_file() for p in paths.values()):
+        frames = {f"{s} alone": evaluate_source(s, data, test, max_length) for s in source_names}
+        untrained = build_xcross(source_names, xcross_config, head_from)
+        encoder = PromptEncoder(untrained.tokenizer, data.domain.titles, max_length, scorer_config_of(untrained).encoding)
+        frames[UNTRAINED] = evaluate_scorer(untrained, encoder, test, progress=False)
+        frames["text similarity"] = reference_rows(data, test, max_length, seed)["text similarity"]
+        for name, frame in frames.items():
+            frame.to_parquet(paths[name])
+    return {name: pd.read_parquet(path) for name, path in paths.items()}
+
+
+def point_name(model: str, n_users: int) -> str:
+    """X-Cross-head-frozen-n300, LoRA-n300, Pooler+Scorer-n300 (a folder name; its digest follows)."""
+    return f"{model.replace(' (head frozen)', '-head-frozen').replace(' + ', '+').replace(' ', '-')}-n{n_users}"
+
+
+def shipped_root(root: Path, output_dir=None) -> Path:
+    """Where finished points are copied for the repository (outputs/reference/learning_curve/<root name>):
+    the point records and per-user test metrics, not the weights."""
+    return outputs_dir(output_dir) / "reference" / "learning_curve" / Path(root).name
+
+
+def _point_setup(model: str, data: DomainData, source_names: list[str], head_from: int, size: int | None,
+                 xcross_config, xcross_train: TrainConfig, lora_train: TrainConfig, lora_scorer, lora_backbone: str,
+                 val: pd.DataFrame):
+    """(training users, training settings, what defines the run, its folder name) of a point."""
+    if model not in MODELS:
+        raise ValueError(f"unknown learning-curve model {model!r}; known: {', '.join(MODELS)}")
+    train = seeded_subset(data.frames["train"], size, xcross_train.seed)
+    if model == "LoRA":
+        config = lora_train
+        definition = run_definition("source LoRA", data, config, train, val, backbone=lora_backbone,
+                                    scorer=lora_scorer.to_dict(), prefix_min_history=None)
+    else:
+        config = replace(xcross_train, train_head=model != "X-Cross (head frozen)")
+        kind = "X-Cross" if model.startswith("X-Cross") else model
+        definition = xcross_definition(data, source_names, xcross_config if kind == "X-Cross" else None, config, train,
+                                       val, head_from, kind)
+    return train, config, definition, f"{point_name(model, len(train))}-{definition_digest(definition)}"
+
+
+def train_point(model: str, data: DomainData, source_names: list[str], head_from: int, size: int | None,
+                xcross_config, xcross_train: TrainConfig, lora_train: TrainConfig, lora_scorer, lora_backbone: str,
+                val: pd.DataFrame, test: pd.DataFrame, root: Path, command: str = "", progress: bool = True,
+                ship: bool = False, output_dir=None) -> dict:
+    """Train one point of the curve and return its record; a point finished before (here or in the
+    shipped copy) is read back, not trained again. size None: the whole training split.
+    ship: also copy the point's record, definition and per-user test metrics to shipped_root."""
+    train, train_config, definition, name = _point_setup(model, data, source_names, head_from, size, xcross_config,
+                                                         xcross_train, lora_train, lora_scorer, lora_backbone, val)
+    for base in (Path(root), shipped_root(root, output_dir)):
+        if (base / name / POINT).is_file() and (base / name / "test_per_user.parquet").is_file():
+            per_user = pd.read_parquet(base / name / "test_per_user.parquet")
+            if set(per_user["user"]) == set(test["user"]):
+                return json.loads((base / name / POINT).read_text())
+    started, commit, started_at = time.perf_counter(), git_commit(), now_utc()
+    folder = Path(root) / name
+    if model == "LoRA":  # a new adapter on the target; train_source_model draws the same users by the same seed
+        trained, encoder, result, _ = train_source_model(data, lora_backbone, lora_scorer, train_config, len(train),
+                                                         len(val), folder, command, progress=progress)
+        per_user = evaluate_scorer(trained, encoder, test, bf16=result.bf16, progress=False)
+    else:
+        baseline = build_baseline(model, source_names, head_from) if model == "Pooler + Scorer" else None
+        run = run_xcross(data, source_names, None if baseline is not None else xcross_config, train_config, train, val,
+                         test, Path(root) / point_name(model, len(train)), head_from, with_untrained=False,
+                         progress=progress, model=baseline, kind=definition["kind"])
+        assert run.out.name == name, (run.out.name, name)  # the folder is what _point_setup defined
+        result, per_user, trained = run.result, run.per_user, run.model
+    per_user.to_parquet(folder / "test_per_user.parquet")
+    record = {
+        "model": model, "size": len(train), "target": data.domain.name, "sources": source_names,
+        "head_from": source_names[head_from], "folder": name, "epochs": train_config.epochs,
+        "learning_rate": train_config.learning_rate, "train_head": train_config.train_head,
+        "kept_step": result.best_step, "kept_epoch": result.best_epoch,
+        "steps": int(result.curve["step"].max()) if len(result.curve) else 0,
+        "validation_best": result.best_metric, "select_metric": train_config.select_metric,
+        "n_val_users": len(val), "n_test_users": len(test), **parameter_columns(parameter_counts(trained)),
+        "train_wall_s": round(result.wall_s, 1), "point_wall_s": round(time.perf_counter() - started, 1),
+        "curve": result.curve.to_dict("records"), "validation": result.validation.to_dict("records"),
+        "command": command, "commit": commit, "started_at": started_at, "produced_at": now_utc(),
+    }
+    write_json_atomic(folder / POINT, record)
+    if ship:
+        copy = shipped_root(root, output_dir) / name
+        copy.mkdir(parents=True, exist_ok=True)
+        for file in ("test_per_user.parquet", RUN_DEFINITION, POINT):
+            shutil.copyfile(folder / file, copy / f".{file}.tmp")
+            os.replace(copy / f".{file}.tmp", copy / file)
+    return record
+
+
+def finished_points(root: Path, test: pd.DataFrame, output_dir=None) -> list[tuple[dict, pd.DataFrame]]:
+    """(record, per-user test metrics) of every finished point under root, or shipped, scored on
+    exactly `test`'s users (a point found in both places counts once)."""
+    out, seen = [], set()
+    for base in (Path(root), shipped_root(root, output_dir)):
+        for path in sorted(base.glob(f"*/{POINT}")):
+            if path.parent.name in seen or not (path.parent / "test_per_user.parquet").is_file():
+                continue
+            per_user = pd.read_parquet(path.parent / "test_per_user.parquet")
+            if set(per_user["user"]) == set(test["user"]):
+                out.append((json.loads(path.read_text()), per_user))
+                seen.add(path.parent.name)
+    return out
+
+
+def curve_table(points: list[tuple[dict, pd.DataFrame]], references: dict[str, pd.DataFrame],
+                metrics: tuple[str, ...] = ("hit@1", "mrr")) -> pd.DataFrame:
+    """One row per reference and per point: mean metrics (percent) and, for each point, the
+    two-tailed paired t-test p-value against every reference row, per metric (`p <metric> vs <row>`,
+    with the difference point - row in percent points beside it)."""
+    rows = [{"model": name, "size": None, **summarize(frame).round(2).to_dict()} for name, frame in references.items()]
+    for record, per_user in sorted(points, key=lambda p: (p[0]["model"], p[0]["size"])):
+        row = {"model": record["model"], "size": record["size"], **summarize(per_user).round(2).to_dict()}
+        for name, frame in references.items():
+            for metric in metrics:
+                test = paired_ttest(per_user, frame, metric)
+                row[f"{metric} diff vs {name}"] = round(100 * test.mean_difference, 2)
+                row[f"p {metric} vs {name}"] = test.p_value
+        keep = ("epochs", "learning_rate", "train_head", "kept_step", "steps", "validation_best", "select_metric",
+                "n_val_users", "n_test_users", "params_per_layer", "params_without_head", "params_with_head",
+                "params_trained", "train_wall_s", "folder", "commit")
+        rows.append({**row, **{k: record.get(k) for k in keep}})
+    table = pd.DataFrame(rows)
+    table["size"] = table["size"].astype("Int64")
+    return table
+
+
+def smallest_significant(table: pd.DataFrame, model: str, against: list[str], metric: str = "mrr",
+                         alpha: float = 0.05) -> int | None:
+    """The smallest size at which `model` is above every row of `against` with p < alpha on `metric`."""
+    rows = table[table["model"] == model].sort_values("size")
+    for _, row in rows.iterrows():
+        if all(row[f"{metric} diff vs {a}"] > 0 and row[f"p {metric} vs {a}"] < alpha for a in against):
+            return int(row["size"])
+    return None
+
+
+def validation_curves(points: list[tuple[dict, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Long frames of every point's training loss (model, size, step, loss) and validation points
+    (model, size, step, hit@1, mrr, kept), for plotting the curves side by side."""
+    losses, validations = [], []
+    for record, _ in points:
+        keys = {"model": record["model"], "size": record["size"]}
+        losses += [{**keys, "step": c["step"], "loss": c["loss"]} for c in record["curve"]]
+        validations += [{**keys, "step": v["step"], "hit@1": v["hit@1"], "mrr": v["mrr"],
+                         "kept": v["step"] == record["kept_step"]} for v in record["validation"]]
+    return pd.DataFrame(losses), pd.DataFrame(validations)
