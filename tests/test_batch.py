@@ -39,12 +39,19 @@ def test_ledger_ignores_a_cut_line(tmp_path):
 @pytest.mark.smoke
 def test_failed_run_is_isolated_and_finished_runs_are_skipped(tiny_data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("XCROSS_OUTPUTS_DIR", str(tmp_path / "out"))
-    grid = write_grid(tmp_path / "g.yaml", tiny_data_dir, ["Tools", "Nowhere"])
-    first = {r["parameters"]["domains"]: r for r in batch.run_grid(grid, jobs=2, progress=False)}
-    assert first["Tools"]["status"] == "ok" and first["Nowhere"]["status"] == "failed"
-    failed_nb = json.loads(open(first["Nowhere"]["executed_notebook"]).read())
+    spec = {"name": "tiny", "profile": "smoke",
+            "runs": [{"notebook": "00_data", "grid": {"data_dir": [str(tiny_data_dir), str(tmp_path / "nowhere")]},
+                      "fixed": {"domains": "Tools"}}]}
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump(spec))
+    first = {r["parameters"]["data_dir"]: r for r in batch.run_grid(grid, jobs=2, progress=False)}
+    ok, failed = first[str(tiny_data_dir)], first[str(tmp_path / "nowhere")]
+    assert ok["status"] == "ok" and failed["status"] == "failed"
+    # the whole message, not its last line: what was wrong, where, and the fix
+    assert "the data_dir argument is" in failed["error"] and "does not exist" in failed["error"] and "Fix:" in failed["error"]
+    failed_nb = json.loads(open(failed["executed_notebook"]).read())
     assert any(o.get("output_type") == "error" for c in failed_nb["cells"] for o in c.get("outputs", []))
     second = batch.run_grid(grid, jobs=2, progress=False)
-    assert [r["parameters"]["domains"] for r in second] == ["Nowhere"]  # the finished run is skipped
+    assert [r["parameters"]["data_dir"] for r in second] == [str(tmp_path / "nowhere")]  # the finished run is skipped
     ledger = batch.Ledger(tmp_path / "out" / "batch" / "tiny.jsonl")
     assert [r["status"] for r in ledger.records()].count("ok") == 1 and len(ledger.records()) == 3

@@ -44,7 +44,7 @@ def test_environment_variable_and_missing_directory(data_dir, monkeypatch, tmp_p
 
 
 def test_search_order_lists_every_place(monkeypatch, tmp_path):
-    monkeypatch.setenv("XCROSS_DATA_DIR", str(tmp_path / "a"))
+    monkeypatch.delenv("XCROSS_DATA_DIR", raising=False)
     monkeypatch.setenv("XCROSS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     import xcross_lib.data.paths as paths
@@ -53,8 +53,12 @@ def test_search_order_lists_every_place(monkeypatch, tmp_path):
     with pytest.raises(DataError) as e:
         find_data_dir()
     msg = str(e.value)
-    for place in (tmp_path / "a", tmp_path / "shared" / "data" / "amazon2018-xcross", tmp_path / "cache"):
+    for place in (tmp_path / "shared" / "data" / "amazon2018-xcross", tmp_path / "cache"):
         assert str(place) in msg
+    monkeypatch.setenv("XCROSS_DATA_DIR", str(tmp_path / "a"))  # set: used or refused, never passed over
+    with pytest.raises(DataError) as e:
+        find_data_dir()
+    assert str(tmp_path / "a") in str(e.value) and "cache" not in str(e.value)
 
 
 def test_unknown_domain_suggests_the_nearest():

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -222,3 +223,47 @@ def test_two_tower_scoring_from_cached_embeddings_equals_scoring_each_list(tiny_
         per_list = score_candidates(model, enc, frame, batch_users=3, bf16=False, progress=False, cache_items=False)
         assert np.abs(per_list).max() > 0.1
         np.testing.assert_allclose(cached, per_list, atol=1e-5)
+
+
+def test_a_resume_between_logged_points_keeps_the_learning_curve(tiny_task, tmp_path):
+    """The loss window of the next curve point survives a checkpoint: cut at step 4 of a curve logged
+    every 3 steps, the resumed run logs the same losses as the uninterrupted one (issue 16, item 6)."""
+    _, titles, frame = tiny_task
+    train = frame[frame["split"] == "train"]
+    cfg = TrainConfig(learning_rate=5e-3, epochs=2, batch_size=2, train_candidates=4, checkpoint_every=100,
+                      log_every=3, bf16=False)
+
+    def run(out, stop=None):
+        model, backbone = make_model()
+        enc = PromptEncoder(backbone.tokenizer, titles, 64)
+        return train_scorer(model, enc, train, None, cfg, out, progress=False, stop_after_steps=stop)
+
+    whole = run(tmp_path / "whole")
+    run(tmp_path / "cut", stop=4)  # step 4: one step into the window that closes at step 6
+    resumed = run(tmp_path / "cut")
+    assert len(whole.curve) > 3
+    pd.testing.assert_frame_equal(whole.curve[["step", "epoch", "loss", "lr"]], resumed.curve[["step", "epoch", "loss", "lr"]])
+    assert (resumed.curve["examples_per_s"] > 0).all()
+
+
+def test_checkpoints_come_by_time_as_well_as_by_steps(tiny_task, tmp_path, monkeypatch):
+    from xcross_lib.training import trainer
+
+    _, titles, frame = tiny_task
+    train = frame[frame["split"] == "train"]
+    written = []
+    save = trainer._save_atomic
+    monkeypatch.setattr(trainer, "_save_atomic", lambda obj, path: (written.append(Path(path).name), save(obj, path)))
+
+    def checkpoints(every_s):
+        written.clear()
+        model, backbone = make_model()
+        enc = PromptEncoder(backbone.tokenizer, titles, 64)
+        cfg = TrainConfig(batch_size=2, train_candidates=4, checkpoint_every=10_000, checkpoint_every_s=every_s, bf16=False)
+        train_scorer(model, enc, train, None, cfg, tmp_path / str(every_s), progress=False)
+        return written.count("checkpoint.pt")
+
+    steps = -(-len(train) // 2)
+    assert checkpoints(None) == 2  # the start and the epoch end
+    assert checkpoints(0.0) == steps + 2  # and every step (each is overdue)
+    assert "checkpoint_every_s" in trainer.NON_DEFINING  # how often is not what the run computes

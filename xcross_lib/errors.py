@@ -15,3 +15,7 @@ class ParameterError(XCrossError, ValueError):
 
 class RunMismatchError(ParameterError):
     """A run folder already holds a run that was defined by other settings."""
+
+
+class ModelFileError(XCrossError, ValueError):
+    """A saved model's file is missing, cut or corrupt; the error names the file and how to restore it."""

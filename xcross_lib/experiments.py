@@ -16,7 +16,7 @@ from .data.protocol import item_popularity, prefix_examples
 from .metrics import paired_ttest, per_user_metrics, summarize
 from .models import Scorer, ScorerConfig, load_backbone
 from .models.scorer import scorer_config_of, set_head_trainable
-from .models.source import load_source, save_source
+from .models.source import load_source, locate_sources, save_source
 from .paths import outputs_dir, shown_path
 from .provenance import claim_run_folder, definition_digest, git_commit, now_utc, write_json_atomic
 from .training import TrainConfig, evaluate_scorer, train_scorer
@@ -294,18 +294,19 @@ def zero_shot(sources, target_data: dict[str, DomainData], n_test_users: int, n_
 # -- X-Cross ----------------------------------------------------------------------------------------
 
 def resolve_sources(sources, target: str, output_dir=None) -> list[str]:
-    """A list of domains, a comma-separated string, or "auto": the top-2 of the zero-shot notebook."""
+    """A list of domains, a comma-separated string, or "auto": the top-2 of the zero-shot notebook;
+    each bound to its model's folder in the documented order (models.source.source_places)."""
     from .data import resolve_domains
 
     if isinstance(sources, str) and sources.strip().lower() == "auto":
         path = outputs_dir(output_dir) / "zero_shot" / "top_sources.json"
         if not path.is_file():
             raise FileNotFoundError(f"sources='auto' needs {path}: run notebooks/02_zero_shot.ipynb first, or name the sources")
-        return list(json.loads(path.read_text())[target])
+        return locate_sources(json.loads(path.read_text())[target], output_dir)
     names = resolve_domains(sources)
     if target in names:
         raise ValueError(f"the target {target} cannot be one of its own sources")
-    return names
+    return locate_sources(names, output_dir)
 
 
 def xcross_root(target: str, source_names: list[str], output_dir=None) -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from .checks import check_values
 from .errors import ParameterError
 from .paths import ENV_OUTPUTS_DIR, NOTEBOOKS_DIR, PARAMS_DIR, REPO_ROOT, outputs_dir
 from .provenance import git_commit, now_utc, write_atomic
@@ -71,6 +72,19 @@ def notebook_parameters(path: str | os.PathLike) -> dict[str, dict]:
     return papermill.inspect_notebook(str(path))
 
 
+def notebook_defaults(path: str | os.PathLike) -> dict:
+    """{name: default value} of the notebook's parameters cell (papermill gives them as source text)."""
+    import ast
+
+    out = {}
+    for name, info in notebook_parameters(path).items():
+        try:
+            out[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            pass
+    return out
+
+
 def load_profile(name: str | None) -> dict:
     """params/<name>.yaml (or a path) as a flat dict; {} for None."""
     if not name:
@@ -108,6 +122,7 @@ def resolve_parameters(notebook: str | os.PathLike, profile: dict, explicit: dic
         _check_name(key, known, f"{path.name} has no parameter")
     params = {k: v for k, v in profile.items() if k in known}
     params.update(explicit)
+    check_values(path.name, params, notebook_defaults(path))
     return params
 
 
@@ -116,6 +131,14 @@ def output_path(notebook: Path, explicit: dict, out_dir: Path | None = None) -> 
     tag = re.sub(r"[^A-Za-z0-9_.=-]+", "_", tag)[:80]
     out_dir = out_dir or outputs_dir() / "notebooks"
     return out_dir / (notebook.stem + (f"-{tag}" if tag else "") + ".ipynb")
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook's cell raised: its whole error message and the executed copy that has the traceback."""
+
+    def __init__(self, notebook: str, executed: Path, message: str):
+        super().__init__(message)
+        self.notebook, self.executed, self.message = notebook, Path(executed), message
 
 
 def run_notebook(
@@ -138,15 +161,18 @@ def run_notebook(
     out = Path(output) if output else output_path(path, explicit)
     out.parent.mkdir(parents=True, exist_ok=True)
     _kernel_sees_this_environment()
-    papermill.execute_notebook(
-        str(path),
-        str(out),
-        parameters=params,
-        kernel_name="python3",
-        cwd=str(path.parent),
-        progress_bar=progress,
-        request_save_on_cell_execute=True,
-    )
+    try:
+        papermill.execute_notebook(
+            str(path),
+            str(out),
+            parameters=params,
+            kernel_name="python3",
+            cwd=str(path.parent),
+            progress_bar=progress,
+            request_save_on_cell_execute=True,
+        )
+    except papermill.PapermillExecutionError as e:  # the cell's error, whole; the traceback stays in the notebook
+        raise NotebookFailed(path.stem, out, f"{e.ename}: {e.evalue}") from None
     export_html(out)
     return out
 
@@ -236,9 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     except ParameterError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # papermill's execution error names the failing cell
-        print(f"error: {name} failed: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}\n"
-              f"the executed notebook with the traceback is in {outputs_dir() / 'notebooks'}", file=sys.stderr)
+    except NotebookFailed as e:
+        print(f"error: {e.notebook} failed: {e.message}\nthe executed notebook with the traceback: {e.executed}",
+              file=sys.stderr)
+        return 1
+    except Exception as e:  # papermill or the kernel failed outside a cell
+        print(f"error: {name} failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     return 0
 

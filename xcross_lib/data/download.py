@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import sys
 import urllib.error
 import urllib.request
 from importlib import resources
@@ -18,7 +19,7 @@ from typing import Iterable, Mapping
 
 from tqdm.auto import tqdm
 
-from ..errors import DataError
+from ..errors import DataError, ParameterError
 from .paths import DOMAIN_FILES, default_cache_dir, resolve_domains
 from .protocol import file_sha256
 
@@ -102,15 +103,20 @@ def verify(data_dir: str | os.PathLike, domains: str | Iterable[str] = "all") ->
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--domains", default="all", help="'all' or a comma-separated list, e.g. Tools,Sports")
     parser.add_argument("--dest", default=None, help=f"target folder (default: {default_cache_dir()})")
     parser.add_argument("--base-url", default=SOURCE_URL)
     args = parser.parse_args(argv)
-    dest = download(args.domains, args.dest, base_url=args.base_url)
+    try:
+        dest = download(args.domains, args.dest, base_url=args.base_url)
+    except (DataError, ParameterError) as e:  # no network, a checksum mismatch, an unknown domain: no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"data in {dest}; use it with XCROSS_DATA_DIR={dest}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -58,9 +58,9 @@ def candidate_data_dirs(data_dir: str | os.PathLike | None = None) -> list[tuple
     """The places looked at, in order, each with where it came from."""
     if data_dir is not None:
         return [("the data_dir argument", Path(data_dir).expanduser())]
+    if os.environ.get(ENV_DATA_DIR):  # a variable that is set is used or refused, never passed over
+        return [(f"${ENV_DATA_DIR}", Path(os.environ[ENV_DATA_DIR]).expanduser())]
     places = []
-    if os.environ.get(ENV_DATA_DIR):
-        places.append((f"${ENV_DATA_DIR}", Path(os.environ[ENV_DATA_DIR]).expanduser()))
     places.append(("shared/ beside the repository", REPO_ROOT.parent / "shared" / "data" / DATASET_NAME))
     here = Path.cwd().resolve()
     for parent in [here, *here.parents]:
@@ -83,6 +83,15 @@ def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     for _, path in places:
         if _has_domains(path):
             return path
+    if len(places) == 1:  # given explicitly: the argument or the variable
+        why, path = places[0]
+        state = "does not exist" if not path.exists() else "is not a folder" if not path.is_dir() else \
+            f"holds no domain folder with train.json (e.g. {path / DOMAINS[0] / 'train.json'})"
+        fix = (f"unset {ENV_DATA_DIR} to use ../shared/data beside the repository, or point it at the data folder"
+               if why.startswith("$") else
+               f"pass the data folder, or None to look in ${ENV_DATA_DIR} and the default places")
+        raise DataError(f"{why} is {path}, which {state}. Fix: {fix}; or download the data there on a machine "
+                        f"with internet: python -m xcross_lib.data.download --dest {path}")
     looked = "\n".join(f"  - {p} ({why})" for why, p in places)
     raise DataError(
         "no X-Cross data directory found. Looked at:\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +75,11 @@ def prepare_protocol(
         "data_fingerprint": domain.fingerprint,
     }
     if not overwrite and info_path.is_file():
-        info = json.loads(info_path.read_text())
+        try:
+            info = json.loads(info_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:  # cut by a crash: a cache, made again from the data
+            warnings.warn(f"{info_path} is unreadable ({e}); the protocol files are made again from the data")
+            info = {}
         files = ProtocolFiles(out, info)
         same = all(info.get(k) == v for k, v in settings.items())
         if same and files.candidates_path.is_file() and file_sha256(files.candidates_path) == info.get("candidates_sha256"):

@@ -14,7 +14,7 @@ from pathlib import Path
 from peft.utils import set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from ..errors import ParameterError
+from ..errors import ModelFileError, ParameterError
 from ..paths import outputs_dir
 from ..provenance import write_json_atomic
 from .backbones import Backbone, load_backbone
@@ -49,28 +49,78 @@ def portable_adapter_config(directory: Path, backbone_name: str) -> None:
     (directory / "README.md").unlink(missing_ok=True)
 
 
-def source_dir(name_or_dir: str | os.PathLike) -> Path:
-    """A directory, or a name looked up under outputs/sources/ then outputs/reference/sources/."""
+class SourceModel(str):
+    """A source model's name (what tables show: its domain) that knows the folder it was found in."""
+
+    folder: Path
+
+    def __new__(cls, name: str, folder: str | os.PathLike):
+        obj = super().__new__(cls, name)
+        obj.folder = Path(folder)
+        return obj
+
+
+def source_places(name: str, output_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Where a source model called `name` is looked for, in this order (the first with source.json wins):
+    1. <outputs>/sources/<name>            trained by 01_source_lora into the outputs in use
+    2. <outputs>/reference/sources/<name>  shipped into the outputs in use
+    3. outputs/reference/sources/<name> of the repository: the shipped models, found wherever outputs go
+    <outputs> is output_dir, else $XCROSS_OUTPUTS_DIR, else the repository's outputs/."""
+    from ..paths import REPO_ROOT
+
+    out = outputs_dir(output_dir)
+    places = [out / "sources" / name, out / "reference" / "sources" / name, REPO_ROOT / "outputs" / "reference" / "sources" / name]
+    return list(dict.fromkeys(p.resolve() if p.exists() else p for p in places))
+
+
+def source_dir(name_or_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> Path:
+    """The folder of a source model: a SourceModel's own, a folder holding source.json, or the first
+    of source_places(name)."""
+    if isinstance(name_or_dir, SourceModel):
+        return name_or_dir.folder
     p = Path(name_or_dir)
     if (p / SOURCE_FILE).is_file():
         return p
-    for root in (outputs_dir() / "sources", outputs_dir() / "reference" / "sources"):
-        if (root / str(name_or_dir) / SOURCE_FILE).is_file():
-            return root / str(name_or_dir)
-    raise ParameterError(f"no source model {str(name_or_dir)!r} (looked for {SOURCE_FILE} in it, under "
-                         f"{outputs_dir() / 'sources'} and {outputs_dir() / 'reference' / 'sources'})")
+    places = source_places(str(name_or_dir), output_dir)
+    for place in places:
+        if (place / SOURCE_FILE).is_file():
+            return place
+    raise ParameterError(f"no source model {str(name_or_dir)!r}: no {SOURCE_FILE} in " + ", ".join(map(str, places))
+                         + ". Fix: train it with notebooks/01_source_lora.ipynb (-p domain ...), or name a folder.")
+
+
+def locate_sources(names, output_dir: str | os.PathLike | None = None) -> list[SourceModel]:
+    """Each name as a SourceModel bound to the folder source_places finds first, so that every later
+    load, digest and record uses that folder."""
+    return [SourceModel(str(n), source_dir(n, output_dir)) for n in names]
 
 
 def load_source(name_or_dir: str | os.PathLike, backbone: Backbone | None = None) -> Scorer:
     """A saved source model, ready to score (eval mode). A backbone may be passed to reuse one."""
     directory = source_dir(name_or_dir)
-    record = json.loads((directory / SOURCE_FILE).read_text())
+    record = read_record(directory)
     backbone = backbone or load_backbone(record["backbone"])
     model = Scorer(backbone, ScorerConfig(**record["scorer"]))
-    set_peft_model_state_dict(model.encoder, load_file(directory / "adapter_model.safetensors"))
-    model.head.load_state_dict(load_file(directory / "head.safetensors"))
+    set_peft_model_state_dict(model.encoder, _read_weights(directory / "adapter_model.safetensors"))
+    model.head.load_state_dict(_read_weights(directory / "head.safetensors"))
     return model.eval()
 
 
+def _read_weights(path: Path) -> dict:
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFileError(f"{path} cannot be read as safetensors ({e}). Fix: train the model again "
+                             "(notebooks/01_source_lora.ipynb), or restore the file (git checkout -- <path> "
+                             "for a shipped model).") from None
+
+
 def read_record(name_or_dir: str | os.PathLike) -> dict:
-    return json.loads((source_dir(name_or_dir) / SOURCE_FILE).read_text())
+    path = source_dir(name_or_dir) / SOURCE_FILE
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelFileError(f"{path} is not valid JSON ({e}). Fix: train the model again, or restore the "
+                             "file (git checkout -- <path> for a shipped model).") from None

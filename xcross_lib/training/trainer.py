@@ -42,7 +42,7 @@ from .evaluate import evaluate_scorer
 
 SELECT_METRICS = ("mrr", "hit@1")
 # settings that change how a run is done but not what it computes
-NON_DEFINING = ("checkpoint_every", "eval_batch_users", "log_every")
+NON_DEFINING = ("checkpoint_every", "checkpoint_every_s", "eval_batch_users", "log_every")
 
 
 @dataclass
@@ -59,6 +59,7 @@ class TrainConfig:
     bf16: bool | str = "auto"  # "auto": where the hardware has it (CUDA with bf16, or a CPU with AVX-512 BF16/AMX)
     eval_batch_users: int = 8
     checkpoint_every: int = 200  # optimizer steps
+    checkpoint_every_s: float | None = 120.0  # also checkpoint when this many seconds passed since the last one
     log_every: int = 10  # optimizer steps per learning-curve point
     head_learning_rate: float | None = None  # the head's group (pooler and scorer); None: learning_rate
     train_head: bool = True  # false: the head stays as it was (frozen, evaluation mode)
@@ -191,7 +192,9 @@ def train_scorer(
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
 
-    state = {"epoch": 0, "batch": 0, "step": 0, "examples": 0, "curve": [], "validation": [], "best": None}
+    # the window of the next learning-curve point is part of the state: a resumed run logs the same curve
+    state = {"epoch": 0, "batch": 0, "step": 0, "examples": 0, "curve": [], "validation": [], "best": None,
+             "window_loss": [], "window_examples": 0, "window_s": 0.0}
     ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
     settings = {k: v for k, v in config.to_dict().items() if k not in NON_DEFINING}
     if ckpt_path.is_file():
@@ -207,12 +210,18 @@ def train_scorer(
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["torch_rng"])
-        state = ckpt["state"]
+        state = {**state, **ckpt["state"]}
+    last_checkpoint = [time.perf_counter()]
 
     def checkpoint() -> None:
         _save_atomic({"settings": settings, "n_train": len(train), "model": raw_model.trainable_state(),
                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "torch_rng": torch.get_rng_state(), "state": state}, ckpt_path)
+                      "torch_rng": torch.get_rng_state(), "state": {**state, "window_s": window_s()}}, ckpt_path)
+        last_checkpoint[0] = time.perf_counter()
+
+    def window_s() -> float:
+        """Seconds spent in the current learning-curve window, this process and the ones before it."""
+        return state["window_s"] + time.perf_counter() - window_start
 
     def validate() -> None:
         """Score the validation users now; keep the weights when they are the best so far."""
@@ -235,7 +244,7 @@ def train_scorer(
                   f"MRR {means['mrr']:.2f}")
 
     rows = list(train.itertuples(index=False))
-    steps_run, window_loss, window_examples, window_start = 0, [], 0, time.perf_counter()
+    steps_run, window_start = 0, time.perf_counter()
     bar = tqdm(total=total_steps, initial=state["step"], desc="training", unit="step", disable=not progress)
     if config.validate_at_start and state["step"] == 0 and not state["validation"]:
         validate()
@@ -256,8 +265,8 @@ def train_scorer(
                     scores = model(**batch.model_inputs())
                 loss = multiple_choice_loss(scores, batch.n_candidates, batch.target_index)
                 accelerator.backward(loss * len(idx) / sum(len(b) for b in chunk))
-                window_loss.append((loss.item(), len(idx)))
-                window_examples += len(idx)
+                state["window_loss"].append((loss.item(), len(idx)))
+                state["window_examples"] += len(idx)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -267,17 +276,20 @@ def train_scorer(
             steps_run += 1
             bar.update(1)
             if state["step"] % config.log_every == 0 or state["batch"] >= len(batches):
-                elapsed = time.perf_counter() - window_start
-                mean_loss = sum(l * n for l, n in window_loss) / max(1, sum(n for _, n in window_loss))
+                elapsed, window = window_s(), state["window_loss"]
+                mean_loss = sum(l * n for l, n in window) / max(1, sum(n for _, n in window))
+                speed = state["window_examples"] / elapsed
                 state["curve"].append({"step": state["step"], "epoch": epoch, "loss": mean_loss,
-                                       "lr": scheduler.get_last_lr()[0], "examples_per_s": window_examples / elapsed})
-                bar.set_postfix(loss=f"{mean_loss:.3f}", ex_s=f"{window_examples / elapsed:.1f}")
-                window_loss, window_examples, window_start = [], 0, time.perf_counter()
+                                       "lr": scheduler.get_last_lr()[0], "examples_per_s": speed})
+                bar.set_postfix(loss=f"{mean_loss:.3f}", ex_s=f"{speed:.1f}")
+                state["window_loss"], state["window_examples"], state["window_s"] = [], 0, 0.0
+                window_start = time.perf_counter()
             validated = bool(config.validate_every) and state["step"] % int(config.validate_every) == 0
             if validated:
                 validate()
                 model.train()
-            if validated or state["step"] % config.checkpoint_every == 0:
+            overdue = config.checkpoint_every_s is not None and time.perf_counter() - last_checkpoint[0] >= config.checkpoint_every_s
+            if validated or overdue or state["step"] % config.checkpoint_every == 0:
                 checkpoint()
             if stop_after_steps is not None and steps_run >= stop_after_steps:
                 checkpoint()
