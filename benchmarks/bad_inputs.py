@@ -62,14 +62,14 @@ def cases(tmp: Path) -> list[dict]:
              "from xcross_lib.models.source import locate_sources; import sys; "
              f"print(locate_sources(['Tools'], sys.argv[1])[0].folder)", str(tmp / "mine")],
              setup=lambda: shutil.copytree(SHIPPED / "Tools", tmp / "mine" / "sources" / "Tools"),
-             ok_output=str(tmp / "mine" / "sources" / "Tools")),
+             ok_output=str(tmp / "mine" / "sources" / "Tools"), lost="nothing: the right model, no error"),
         dict(name="XCROSS_DATA_DIR set to a missing folder", cmd=run_nb("00_data", "--profile", "cpu"),
-             env={"XCROSS_DATA_DIR": str(tmp / "misspelt")}, words=["$XCROSS_DATA_DIR is", "does not exist", "unset it"]),
+             env={"XCROSS_DATA_DIR": str(tmp / "misspelt")}, words=["$XCROSS_DATA_DIR is", "does not exist", "unset XCROSS_DATA_DIR"]),
         dict(name="XCROSS_DATA_DIR set to an empty folder", cmd=run_nb("00_data", "--profile", "cpu"),
              env={"XCROSS_DATA_DIR": str(tmp)}, words=["holds no domain folder"]),
         dict(name="XCROSS_OUTPUTS_DIR elsewhere: shipped models still found", cmd=[PY, "-c",
              "from xcross_lib.models.source import source_dir; print(source_dir('Sports'))"], env=env_out,
-             ok_output=str(SHIPPED / "Sports")),
+             ok_output=str(SHIPPED / "Sports"), lost="nothing: the shipped model, no error"),
         # item 8: values before the kernel
         dict(name="-p epochs abc", cmd=run_nb("01_source_lora", "--profile", "cpu", "-p", "epochs", "abc"),
              words=["epochs = 'abc'", "integer of at least 1"]),
@@ -145,17 +145,23 @@ def main() -> int:
             else:
                 good = proc.returncode != 0 and all(w in text for w in case["words"])
                 good = good and not (case.get("no_traceback") and "Traceback" in proc.stderr)
-                lines = [l for l in proc.stderr.replace("\r", "\n").splitlines() if l.startswith("error") or "Error" in l]
-                message = " / ".join(lines)[:300] if lines else proc.stderr.strip()[-300:]
+                lines = [l.strip() for l in text.replace("\r", "\n").splitlines()]
+                errors = [l for l in lines if l.startswith("error")]  # the runner's and the commands' own lines
+                raised = [l for l in lines if l.split(":")[0].endswith(("Error", "Exception"))]  # a library call's last line
+                message = " / ".join(errors or raised[-1:] or lines[-1:])[:400]
+            shared = str(REPO.parent / "shared")
             shown = " ".join(case["cmd"]).replace(str(tmp), "$TMP").replace(PY, "python").replace(str(REPO) + "/", "")
             envs = " ".join(f"{k}={v}".replace(str(tmp), "$TMP") for k, v in case.get("env", {}).items())
             rows.append({"n": k, "case": case["name"], "command": (envs + " " if envs else "") + shown, "exit": proc.returncode,
-                         "message": message.replace(str(tmp), "$TMP").replace(str(REPO) + "/", "").replace("|", "/"),
-                         "as expected": "yes" if good else "NO", "wall_s": round(wall, 1)})
+                         "message": message.replace(str(tmp), "$TMP").replace(str(REPO) + "/", "").replace(shared, "../shared")
+                         .replace("|", "/"),
+                         "as expected": "yes" if good else "NO", "wall_s": round(wall, 1),
+                         "lost": case.get("lost", "nothing: refused before training or writing a result")})
             print(f"{k:2d} {'ok ' if good else 'BAD'} rc={proc.returncode} {wall:5.1f}s {case['name']}", file=sys.stderr, flush=True)
-    print("| # | case | command | exit | message | as expected | s |\n|---|---|---|---|---|---|---|")
+    print("| # | case | command | exit | message | work lost | as expected | s |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['n']} | {r['case']} | `{r['command']}` | {r['exit']} | {r['message']} | {r['as expected']} | {r['wall_s']} |")
+        print(f"| {r['n']} | {r['case']} | `{r['command']}` | {r['exit']} | {r['message']} | {r['lost']} | {r['as expected']} "
+              f"| {r['wall_s']} |")
     bad = [r for r in rows if r["as expected"] != "yes"]
     print(f"\n{len(rows) - len(bad)} of {len(rows)} as expected", file=sys.stderr)
     return 1 if bad else 0

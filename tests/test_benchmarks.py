@@ -33,7 +33,8 @@ def test_bench_speed_on_a_tiny_model():
     paired = next(f for f in by_kind["bf16_speedup"] if f["model"] == "LoRA scorer")
     low, high = paired["paired_range"]
     assert paired["paired_rounds"] == 1 and low == high == paired["float32_over_bf16_paired"] > 0  # one round: its ratio
-    assert speedups["LoRA scorer"] == pytest.approx(steps["LoRA scorer", "float32"]["step_s"] / steps["LoRA scorer", "bf16"]["step_s"], rel=1e-2)
+    assert speedups["LoRA scorer"] == pytest.approx(  # the figure is printed to 3 decimals
+        steps["LoRA scorer", "float32"]["step_s"] / steps["LoRA scorer", "bf16"]["step_s"], rel=1e-2, abs=1e-3)
     allocator = by_kind["allocator"][0]
     assert allocator["float32_default_over_kept"] == pytest.approx(
         allocator["float32_step_s_default"] / allocator["float32_step_s_kept"], rel=2e-2)

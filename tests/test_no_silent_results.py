@@ -51,11 +51,20 @@ def test_a_model_trained_into_output_dir_is_the_one_scored(tmp_path):
 
 
 @pytest.mark.unit
-def test_notebook_02_binds_its_sources_to_output_dir():
+def test_notebook_02_binds_its_sources_to_output_dir(tmp_path):
     nb = nbformat.read(REPO_ROOT / "notebooks" / "02_zero_shot.ipynb", as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "locate_sources(resolve_domains(sources), output_dir)" in code
+    assert "resolve_source_names(sources, output_dir, data_dir)" in code
     assert 'table["model_folder"]' in code and 'table["adapter_sha256"]' in code
+    from xcross_lib.models.source import available_sources, resolve_source_names
+
+    mine = copy_model(SHIPPED / "Tools", tmp_path / "out" / "sources" / "Tools")
+    copy_model(SHIPPED / "Sports", tmp_path / "out" / "sources" / "Garden")  # a model of a domain of one's own
+    by_name = {str(s): s.folder for s in resolve_source_names("Tools,Sports", tmp_path / "out")}
+    assert by_name == {"Tools": mine, "Sports": SHIPPED / "Sports"}
+    assert available_sources(tmp_path / "out") == ["Tools", "Toys", "Sports", "Electronics", "Garden"]
+    assert {str(s): s.folder for s in resolve_source_names("all", tmp_path / "out")}["Garden"] == \
+        tmp_path / "out" / "sources" / "Garden"
 
 
 # 2. a data directory variable that is set is used or refused
@@ -64,7 +73,7 @@ def test_notebook_02_binds_its_sources_to_output_dir():
 def test_a_set_but_missing_data_dir_variable_is_refused(tmp_path, monkeypatch, tiny_data_dir):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(ENV_DATA_DIR, str(tmp_path / "no-such-folder"))
-    with pytest.raises(DataError, match=r"\$XCROSS_DATA_DIR is .*no-such-folder, which does not exist.*unset it"):
+    with pytest.raises(DataError, match=r"\$XCROSS_DATA_DIR is .*no-such-folder, which does not exist.*unset XCROSS_DATA_DIR"):
         find_data_dir()
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -229,7 +229,10 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     assert list(ols.index) == ["Intercept", "C(model)[T.X-Cross]", "length_mean", "length_std"] and ols["n_runs"].eq(8).all()
     report = nbformat.read(run.run_notebook("10_report", {}, output=tmp_path / "10.ipynb", progress=False), as_version=4)
     shown = json.dumps([o for c in report.cells for o in c.get("outputs", [])])
+    # every section has results: this run's, and the repository's shipped ones (the learning curve)
     assert "Tools-LoRA" in shown and "- Layers" in shown and "MeteoRA" in shown and "no results yet" not in shown
+    html = (tmp_path / "out" / "report.html").read_text()  # the report as a reader sees it: no code
+    assert "report.our_table2" not in html and "Table 2: every model on every target" in html
     assert "Table 2" in (tmp_path / "out" / "report.html").read_text()
 
 

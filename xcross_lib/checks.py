@@ -86,29 +86,31 @@ def backbone(value):
     return f"one of {', '.join(BACKBONE_NAMES)}, or a local model directory"
 
 
-def domain(value):
-    from .data import resolve_domain
+def domain(data_dir=None) -> Callable:
+    def check(value):
+        from .data import resolve_domain
 
-    try:
-        resolve_domain(value)
-    except ParameterError as e:
-        return f"a domain ({e})"
+        try:
+            resolve_domain(value, data_dir)
+        except ParameterError as e:
+            return f"a domain ({e})"
+    return check
 
 
-def domains(words: tuple[str, ...]) -> Callable:
+def domains(words: tuple[str, ...], data_dir=None) -> Callable:
     def check(value):
         from .data import resolve_domains
 
         if isinstance(value, str) and value.strip().lower() in words:
             return None
         try:
-            resolve_domains(value)
+            resolve_domains(value, data_dir)
         except ParameterError as e:
             return "domains: a comma-separated string or a list" + "".join(f", or {w!r}" for w in words) + f" ({e})"
     return check
 
 
-def _rules() -> dict[str, Callable]:
+def _rules(data_dir=None) -> dict[str, Callable]:
     from .learning_curve import MODELS
     from .metrics import METRICS
     from .models.scorer import POOLINGS
@@ -145,11 +147,11 @@ def _rules() -> dict[str, Callable]:
         "lora_encoding": one_of("pair", "separate"),
         "pooling": one_of(*POOLINGS),
         "backbone": backbone,
-        "domain": domain,
-        "target": domain,
-        "domains": domains(("all",)),
-        "targets": domains(("all",)),
-        "sources": domains(("all", "auto")),
+        "domain": domain(data_dir),
+        "target": domain(data_dir),
+        "domains": domains(("all",), data_dir),
+        "targets": domains(("all",), data_dir),
+        "sources": domains(("all", "auto"), data_dir),
         "model": one_of(*MODELS),
         "09_convergence:model": lambda value: None if value is None or isinstance(value, str) else "a model name or null",
         "models": subset_of("X-Cross", "LoRA"),
@@ -164,7 +166,8 @@ def _rules() -> dict[str, Callable]:
 def check_values(notebook: str, params: dict, defaults: dict | None = None) -> None:
     """Raise a ParameterError naming every parameter whose value breaks its rule (a value equal to
     the notebook's own default, e.g. None or "auto", is accepted)."""
-    rules = _rules()
+    data_dir = params.get("data_dir", (defaults or {}).get("data_dir"))  # domains are the folders found there
+    rules = _rules(data_dir if isinstance(data_dir, str) else None)
     stem = Path(notebook).stem
     problems = []
     for name, value in params.items():

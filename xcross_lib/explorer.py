@@ -13,6 +13,9 @@ import pandas as pd
 import seaborn as sns
 
 
+PASS_NAMES = {0: "history / prompt", 1: "candidates"}  # factor_table's passes
+
+
 def with_pairs(factors: pd.DataFrame, source_names: Sequence[str]) -> pd.DataFrame:
     out = factors.copy()
     out["pair"] = [f"{source_names[i]} <- {source_names[j]}" for i, j in zip(out["i"], out["j"])]
@@ -64,7 +67,11 @@ def factor_explorer(factors: pd.DataFrame, source_names: Sequence[str]):
         with out:
             fig, axes = plt.subplots(1, 2, figsize=(12, 3.2))
             one = f[(f["user"] == example.value) & (f["pair"] == pair.value)]
-            one.plot(x="layer", y=["alpha", "beta"], marker="o", ax=axes[0], title=f"example {example.value}: {pair.value}")
+            # one line per factor and encoder pass (two towers: the history's pass and the candidates')
+            lines = one.melt(id_vars=["layer", "pass"], value_vars=["alpha", "beta"], var_name="factor")
+            lines["line"] = lines["factor"] + (" (" + lines["pass"].map(PASS_NAMES) + ")" if one["pass"].nunique() > 1 else "")
+            sns.lineplot(lines, x="layer", y="value", hue="line", marker="o", ax=axes[0])
+            axes[0].set(title=f"example {example.value}: {pair.value}", ylabel="factor")
             axes[0].axhline(0, c="gray", lw=0.8)
             here = f[(f["layer"] == point.value) & (f["pair"] == pair.value)]
             sns.histplot(here.melt(value_vars=["alpha", "beta"]), x="value", hue="variable", ax=axes[1], bins=30)

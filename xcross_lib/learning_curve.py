@@ -61,10 +61,16 @@ def auto_epochs(n_users: int, min_examples: int, max_epochs: int) -> int:
 
 
 def reference_per_user(data: DomainData, source_names: list[str], head_from: int, xcross_config, test: pd.DataFrame,
-                       root: Path, max_length: int = 128, seed: int = 0) -> dict[str, pd.DataFrame]:
+                       root: Path, max_length: int = 128, seed: int = 0, ship: bool = False,
+                       output_dir=None) -> dict[str, pd.DataFrame]:
     """Per-user test metrics of each source alone, the untrained X-Cross (every W at zero: the
-    average of the sources' streams) and text similarity; scored once, then read back."""
+    average of the sources' streams) and text similarity; scored once, then read back (from the
+    shipped copy under outputs/reference/learning_curve/ when this outputs folder lacks them).
+    ship: also copy them there."""
     folder = Path(root) / f"references-{users_digest(test)['sha256']}"
+    shipped = shipped_root(root, output_dir) / folder.name
+    if not folder.is_dir() and (shipped / RUN_DEFINITION).is_file():
+        shutil.copytree(shipped, folder)  # claim_run_folder below still checks that it is the same definition
     claim_run_folder(folder, {"kind": "learning-curve references", "domain": data.domain.name,
                               "data_fingerprint": data.domain.fingerprint,
                               "candidates_sha256": data.protocol.info["candidates_sha256"],
@@ -81,6 +87,11 @@ def reference_per_user(data: DomainData, source_names: list[str], head_from: int
         frames["text similarity"] = reference_rows(data, test, max_length, seed)["text similarity"]
         for name, frame in frames.items():
             frame.to_parquet(paths[name])
+    if ship:
+        shipped.mkdir(parents=True, exist_ok=True)
+        for file in [*paths.values(), folder / RUN_DEFINITION]:
+            shutil.copyfile(file, shipped / f".{file.name}.tmp")
+            os.replace(shipped / f".{file.name}.tmp", shipped / file.name)
     return {name: pd.read_parquet(path) for name, path in paths.items()}
 
 

@@ -76,7 +76,8 @@ def our_table2(output_dir=None) -> pd.DataFrame:
         rows.append(b)
     if not rows:
         return pd.DataFrame()
-    keep = ["group", "model", "target", *METRICS, "n_users", "results", "backbone", "commit", "produced_at", "budget"]
+    keep = ["group", "model", "target", *METRICS, "n_users", "results", "backbone", "commit", "produced_at", "budget",
+            "command"]
     out = pd.concat(rows, ignore_index=True).drop_duplicates(["model", "target", "n_users", "results"])
     return out[[c for c in keep if c in out.columns]]
 
@@ -88,7 +89,9 @@ def our_table4(output_dir=None) -> pd.DataFrame:
     x = xcross[xcross["model"].isin(list(ABLATION_NAMES))].copy()
     x["model"] = x["model"].map(ABLATION_NAMES)
     p_col = "p (X-Cross vs this, hit@1)"
-    return x[["model", "target", *METRICS, *([p_col] if p_col in x else []), "results", *(["backbone"] if "backbone" in x else []), "commit", "produced_at", "budget"]]
+    return x[["model", "target", *METRICS, *([p_col] if p_col in x else []), "n_users", "results",
+              *(["backbone"] if "backbone" in x else []), "commit", "produced_at", "budget",
+              *(["command"] if "command" in x else [])]]
 
 
 def beside_paper(ours: pd.DataFrame, table: str, metrics=("hit@1", "mrr")) -> pd.DataFrame:
@@ -121,5 +124,102 @@ def limited_runs(output_dir=None) -> pd.DataFrame:
     return rows.drop_duplicates(["target", "model", "size", "commit", "produced_at"]) if len(rows) else rows
 
 
+def learning_curves(output_dir=None) -> pd.DataFrame:
+    """The learning-curve tables of notebook 11 (outputs/reference/learning_curve_<target>.csv)."""
+    return _read_all("reference/learning_curve_*.csv", output_dir)
+
+
 def layer_sweeps(output_dir=None) -> pd.DataFrame:
     return _read_all("xcross/*-layer-sweep.csv", output_dir)
+
+
+# -- laying tables out for a reader -----------------------------------------------------------------
+
+COUNT_COLUMNS = ("n_users", "size", "users", "items", "interactions", "params_per_layer", "params_without_head",
+                 "params_with_head", "params_trained", "trainable_parameters")
+
+
+def side_by_side(table: pd.DataFrame, metric: str = "hit@1", rows: str = "model") -> pd.DataFrame:
+    """One metric: rows are models (in the table's order), columns (target, ours | paper). Where
+    several of our runs give the same model and target (different test users), the one on the most
+    test users is shown."""
+    if not len(table):
+        return table
+    order = list(dict.fromkeys(table[rows]))
+    t = table.sort_values("n_users", ascending=False, kind="stable") if "n_users" in table else table
+    t = t.drop_duplicates([rows, "target"])
+    parts = {"ours": t.pivot(index=rows, columns="target", values=metric)}
+    if f"{metric} (paper)" in t:
+        parts["paper"] = t.pivot(index=rows, columns="target", values=f"{metric} (paper)")
+    wide = pd.concat(parts, axis=1).swaplevel(0, 1, axis=1).sort_index(axis=1, level=0, sort_remaining=False)
+    wide.columns.names = ["target", metric]
+    return wide.loc[[m for m in order if m in wide.index]]
+
+
+def provenance_line(table: pd.DataFrame) -> str:
+    """One line: the commands, commits, dates and test users behind a table of ours."""
+    if not len(table):
+        return ""
+    def short(commit) -> str:
+        return str(commit).split()[0][:7] if isinstance(commit, str) and commit else "?"
+    commits = sorted({short(c) for c in table.get("commit", pd.Series(dtype=str)).dropna()})
+    dates = sorted({str(d)[:10] for d in table.get("produced_at", pd.Series(dtype=str)).dropna()})
+    users = (table.dropna(subset=["n_users"]).groupby("target")["n_users"].max().astype(int)
+             if "n_users" in table else pd.Series(dtype=int))
+    commands = sorted({str(c) for c in table.get("command", pd.Series(dtype=str)).dropna()})
+    backbones = sorted({str(b) for b in table.get("backbone", pd.Series(dtype=str)).dropna() if str(b)})
+    parts = [f"ours: {', '.join(backbones) or 'backbone not recorded'}",
+             "test users " + ", ".join(f"{t} {n:,}" for t, n in users.items()) if len(users) else "",
+             f"commit {', '.join(commits)}" if commits else "", f"{dates[0]}" + (f" to {dates[-1]}" if len(dates) > 1 else "")
+             if dates else "", f"{len(commands)} command(s), e.g. `{commands[0]}`" if commands else ""]
+    return "; ".join(p for p in parts if p)
+
+
+def readable(value) -> str:
+    """A cell for reading: whole numbers as integers with separators, others to 4 significant digits."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value != value:
+            return "–"
+        return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.4g}"
+    return str(value)
+
+
+def styled(frame: pd.DataFrame, digits: int = 2):
+    """A pandas Styler for reading: counts as integers with thousands separators, other numbers with
+    `digits` decimals, p-values in 2 significant digits, missing values as a dash, no index numbers."""
+    def fmt_for(col) -> str | None:
+        name = col[-1] if isinstance(col, tuple) else col
+        name = str(name)
+        if any(name == c or name.endswith(c) for c in COUNT_COLUMNS) or "size" in name or name.startswith("n_"):
+            return "{:,.0f}"
+        if name.startswith("p ") or name.startswith("p(") or name.startswith("p ("):
+            return "{:.2g}"
+        return f"{{:.{digits}f}}"
+    numeric = frame.select_dtypes("number").columns
+    style = frame.style.format({c: fmt_for(c) for c in numeric}, na_rep="–")
+    if not isinstance(frame.index, pd.MultiIndex) and frame.index.name is None and frame.index.equals(pd.RangeIndex(len(frame))):
+        style = style.hide(axis="index")
+    return style
+
+
+def plot_beside_paper(table: pd.DataFrame, metric: str = "hit@1", axes=None):
+    """Per target, one horizontal bar per model: ours, and the paper's beside it where it has one."""
+    import matplotlib.pyplot as plt
+
+    targets = sorted(table["target"].unique())
+    if axes is None:
+        n_models = table["model"].nunique()
+        _, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 0.32 * n_models + 1.6), squeeze=False,
+                               sharey=True)
+        axes = axes[0]
+    models = list(dict.fromkeys(table["model"]))
+    for ax, target in zip(axes, targets):
+        rows = table[table["target"] == target].drop_duplicates("model").set_index("model").reindex(models)
+        y = range(len(models))
+        ax.barh([v + 0.2 for v in y], rows[metric], height=0.4, label="ours", color="tab:blue")
+        if f"{metric} (paper)" in rows:
+            ax.barh([v - 0.2 for v in y], rows[f"{metric} (paper)"], height=0.4, label="paper", color="tab:gray")
+        ax.set(title=target, xlabel=f"{metric} (%)", yticks=list(y), yticklabels=models)
+        ax.invert_yaxis()
+    axes[0].legend(loc="lower right")
+    return axes

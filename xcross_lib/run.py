@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -161,18 +162,20 @@ def run_notebook(
     out = Path(output) if output else output_path(path, explicit)
     out.parent.mkdir(parents=True, exist_ok=True)
     _kernel_sees_this_environment()
-    try:
-        papermill.execute_notebook(
-            str(path),
-            str(out),
-            parameters=params,
-            kernel_name="python3",
-            cwd=str(path.parent),
-            progress_bar=progress,
-            request_save_on_cell_execute=True,
-        )
-    except papermill.PapermillExecutionError as e:  # the cell's error, whole; the traceback stays in the notebook
-        raise NotebookFailed(path.stem, out, f"{e.ename}: {e.evalue}") from None
+    with tempfile.TemporaryDirectory(prefix="xcross-kernel-") as sockets:
+        try:
+            papermill.execute_notebook(
+                str(path),
+                str(out),
+                parameters=params,
+                kernel_name="python3",
+                kernel_manager_class=_ipc_kernel_manager(sockets),
+                cwd=str(path.parent),
+                progress_bar=progress,
+                request_save_on_cell_execute=True,
+            )
+        except papermill.PapermillExecutionError as e:  # the cell's error, whole; the traceback stays in the notebook
+            raise NotebookFailed(path.stem, out, f"{e.ename}: {e.evalue}") from None
     export_html(out)
     return out
 
@@ -187,10 +190,24 @@ def export_html(executed: Path) -> Path | None:
     name = nb.metadata.get("xcross", {}).get("export_html")
     if not name:
         return None
-    html, _ = HTMLExporter().from_notebook_node(nb)
+    # a report reads as a report: the outputs without the code or the In/Out prompts (the notebook keeps them)
+    html, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
     path = write_atomic(outputs_dir() / name, html)
     print(f"[xcross] report written to {path}", flush=True)
     return path
+
+
+def _ipc_kernel_manager(folder: str):
+    """A kernel manager that talks to the kernel over Unix sockets in `folder` (a private temporary
+    folder) instead of loopback TCP: nothing listens on a port, and the kernel has no reason to warn
+    "running over TCP without encryption" into the terminal once per notebook."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**{"transport": "ipc", "ip": os.path.join(folder, "kernel"), **kwargs})
+
+    return IPCKernelManager
 
 
 def _kernel_sees_this_environment() -> None:

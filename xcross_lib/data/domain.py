@@ -124,7 +124,7 @@ def load_domain(
     """
     if missing_titles not in ("warn", "error"):
         raise ValueError(f"missing_titles must be 'warn' or 'error', got {missing_titles!r}")
-    name = resolve_domain(name)
+    name = resolve_domain(name, data_dir)
     path = domain_dir(name, data_dir)
 
     sequences = _read_sequences(path / "train.json")

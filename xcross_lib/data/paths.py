@@ -21,28 +21,55 @@ ENV_CACHE_DIR = "XCROSS_CACHE_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def resolve_domain(name: str) -> str:
-    """Canonical spelling of a domain name (case-insensitive); a clear error for an unknown one."""
+ADD_A_DOMAIN = ("To add a domain, make a folder <data dir>/<Name> with " + ", ".join(DOMAIN_FILES)
+                + " (python -m xcross_lib.data.make_domain; README, 'Using your own domain').")
+
+
+def found_domains(data_dir: str | os.PathLike | None = None) -> list[str]:
+    """The domains of the data directory: every folder holding the shared format's required files,
+    the paper's four first (in Table-1 order), then the others by name. [] if no directory is found."""
+    try:
+        root = find_data_dir(data_dir)
+    except DataError:
+        return []
+    here = {p.name for p in root.iterdir() if p.is_dir() and all((p / f).is_file() for f in REQUIRED_FILES)}
+    return [d for d in DOMAINS if d in here] + sorted(here - set(DOMAINS))
+
+
+def _known(data_dir) -> list[str]:
+    found = found_domains(data_dir)
+    return found + [d for d in DOMAINS if d not in found]  # the paper's four are always names (download hint)
+
+
+def resolve_domain(name: str, data_dir: str | os.PathLike | None = None) -> str:
+    """Canonical spelling of a domain name (case-insensitive): one of the paper's four or a domain
+    folder of the data directory; an unknown name gets the list of domains found and how to add one."""
     if not isinstance(name, str):
         raise ParameterError(f"a domain name must be a string, got {name!r}")
-    by_lower = {d.lower(): d for d in DOMAINS}
+    known = _known(data_dir)
+    by_lower = {d.lower(): d for d in known}
     key = name.strip().lower()
     if key in by_lower:
         return by_lower[key]
     close = difflib.get_close_matches(key, list(by_lower), n=1)
     hint = f" Did you mean {by_lower[close[0]]!r}?" if close else ""
-    raise ParameterError(f"unknown domain {name!r}; the domains are {', '.join(DOMAINS)}.{hint}")
+    try:
+        where = f"the domains found in {find_data_dir(data_dir)} are {', '.join(found_domains(data_dir)) or 'none'}"
+    except DataError:
+        where = f"no data directory was found; the paper's domains are {', '.join(DOMAINS)}"
+    raise ParameterError(f"unknown domain {name!r}; {where}.{hint} {ADD_A_DOMAIN}")
 
 
-def resolve_domains(spec: str | Iterable[str]) -> list[str]:
-    """'all', one name, a comma-separated string or a list of names -> canonical names, in order."""
+def resolve_domains(spec: str | Iterable[str], data_dir: str | os.PathLike | None = None) -> list[str]:
+    """'all' (every domain of the data directory; the paper's four when none is found), one name, a
+    comma-separated string or a list of names -> canonical names, in order."""
     if isinstance(spec, str):
         if spec.strip().lower() == "all":
-            return list(DOMAINS)
+            return found_domains(data_dir) or list(DOMAINS)
         spec = [s for s in spec.split(",") if s.strip()]
-    names = [resolve_domain(s) for s in spec]
+    names = [resolve_domain(s, data_dir) for s in spec]
     if not names:
-        raise ParameterError("no domain given; name one of " + ", ".join(DOMAINS) + " or 'all'")
+        raise ParameterError("no domain given; name one of " + ", ".join(_known(data_dir)) + " or 'all'")
     return list(dict.fromkeys(names))
 
 
@@ -73,7 +100,8 @@ def candidate_data_dirs(data_dir: str | os.PathLike | None = None) -> list[tuple
 
 
 def _has_domains(path: Path) -> bool:
-    return path.is_dir() and any((path / d / "train.json").is_file() for d in DOMAINS)
+    """A data directory holds at least one domain folder (any name) with a train.json."""
+    return path.is_dir() and any((p / "train.json").is_file() for p in path.iterdir() if p.is_dir())
 
 
 def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -96,15 +124,15 @@ def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     raise DataError(
         "no X-Cross data directory found. Looked at:\n"
         f"{looked}\n"
-        "Fix: pass data_dir=..., set XCROSS_DATA_DIR to a folder holding Tools/ Toys/ Sports/ "
-        "Electronics/, or download the data on a machine with internet:\n"
+        "Fix: pass data_dir=..., set XCROSS_DATA_DIR to a folder holding one folder per domain (Tools/ "
+        "Toys/ Sports/ Electronics/, or your own), or download the data on a machine with internet:\n"
         "  python -m xcross_lib.data.download --dest <folder>   (then XCROSS_DATA_DIR=<folder>)"
     )
 
 
 def domain_dir(domain: str, data_dir: str | os.PathLike | None = None) -> Path:
     """The folder of one domain, checked for the files of the shared format."""
-    domain = resolve_domain(domain)
+    domain = resolve_domain(domain, data_dir)
     root = find_data_dir(data_dir)
     path = root / domain
     missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]

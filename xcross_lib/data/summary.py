@@ -39,9 +39,11 @@ def source_counts(data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
 
 
 def compare_counts(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
-    """Our counts beside the reference's, with a `matches` column per domain."""
+    """Our counts beside the reference's, with a `matches` column per domain: True or False, or None
+    for a domain the reference does not list (a domain of your own)."""
     merged = summary[["domain", *COUNT_COLUMNS]].merge(reference, on="domain", how="left", suffixes=("", "_source"))
-    merged["matches"] = [
-        all(row[c] == row[f"{c}_source"] for c in COUNT_COLUMNS) for _, row in merged.iterrows()
-    ]
+    merged["matches"] = pd.Series([
+        None if pd.isna(row["users_source"]) else all(row[c] == row[f"{c}_source"] for c in COUNT_COLUMNS)
+        for _, row in merged.iterrows()
+    ], dtype=object)
     return merged

@@ -95,6 +95,32 @@ def locate_sources(names, output_dir: str | os.PathLike | None = None) -> list[S
     return [SourceModel(str(n), source_dir(n, output_dir)) for n in names]
 
 
+def available_sources(output_dir: str | os.PathLike | None = None) -> list[str]:
+    """Every source model found in the places of source_places (any domain name), the paper's four
+    first, then the others by name: what `sources: all` scores."""
+    from ..data.paths import DOMAINS
+    from ..paths import REPO_ROOT
+
+    out = outputs_dir(output_dir)
+    bases = [out / "sources", out / "reference" / "sources", REPO_ROOT / "outputs" / "reference" / "sources"]
+    names = {p.parent.name for base in bases if base.is_dir() for p in base.glob(f"*/{SOURCE_FILE}")}
+    return [d for d in DOMAINS if d in names] + sorted(names - set(DOMAINS))
+
+
+def resolve_source_names(spec, output_dir: str | os.PathLike | None = None, data_dir=None) -> list[SourceModel]:
+    """'all': every source model found (available_sources); else domain names as resolve_domains
+    reads them; each bound to its folder (locate_sources)."""
+    from ..data.paths import resolve_domains
+
+    if isinstance(spec, str) and spec.strip().lower() == "all":
+        names = available_sources(output_dir)
+        if not names:
+            raise ParameterError("sources='all': no source model found. Fix: train one with notebooks/01_source_lora.ipynb.")
+    else:
+        names = resolve_domains(spec, data_dir)
+    return locate_sources(names, output_dir)
+
+
 def load_source(name_or_dir: str | os.PathLike, backbone: Backbone | None = None) -> Scorer:
     """A saved source model, ready to score (eval mode). A backbone may be passed to reuse one."""
     directory = source_dir(name_or_dir)

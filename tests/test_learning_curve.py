@@ -1,0 +1,115 @@
+"""The learning curve's bookkeeping (xcross_lib/learning_curve.py) on hand-made per-user frames:
+epochs per size, the table's differences and paired t-tests against a hand computation, the smallest
+significant size, and finished points read back once whether kept here or shipped."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from xcross_lib.learning_curve import (POINT, auto_epochs, curve_table, finished_points, point_name, shipped_root,
+                                       smallest_significant, validation_curves)
+from xcross_lib.metrics import METRICS
+
+pytestmark = pytest.mark.unit
+
+
+def per_user(hit1, mrr, users=None):
+    users = list(range(len(hit1))) if users is None else users
+    frame = pd.DataFrame({"user": users, "hit@1": hit1, "mrr": mrr})
+    for m in METRICS:
+        if m not in frame:
+            frame[m] = frame["hit@1"]
+    return frame
+
+
+def record(model, size, **extra):
+    return {"model": model, "size": size, "kept_step": 2, "curve": [{"step": 1, "loss": 3.4}, {"step": 2, "loss": 3.3}],
+            "validation": [{"step": 0, "hit@1": 0.1, "mrr": 0.2}, {"step": 2, "hit@1": 0.2, "mrr": 0.3}], **extra}
+
+
+def test_auto_epochs_sees_about_min_examples_within_the_cap():
+    assert auto_epochs(100, 3000, 5) == 5  # 30 passes wanted, capped
+    assert auto_epochs(1000, 3000, 5) == 3
+    assert auto_epochs(999, 3000, 5) == 4  # ceil(3.003)
+    assert auto_epochs(3000, 3000, 5) == 1
+    assert auto_epochs(6577, 3000, 5) == 1  # never below one epoch
+    with pytest.raises(ValueError):
+        auto_epochs(0, 3000, 5)
+
+
+def test_point_names_are_folder_names():
+    assert point_name("X-Cross (head frozen)", 300) == "X-Cross-head-frozen-n300"
+    assert point_name("Pooler + Scorer", 100) == "Pooler+Scorer-n100"
+    assert point_name("LoRA", 6577) == "LoRA-n6577"
+
+
+def test_curve_table_differences_and_p_values_by_hand():
+    model_hit, model_mrr = [1, 1, 0, 1, 0, 1], [1.0, 0.5, 0.2, 1.0, 0.25, 0.5]
+    ref_hit, ref_mrr = [0, 1, 0, 0, 0, 1], [0.5, 1.0, 0.2, 0.33, 0.25, 0.5]
+    refs = {"A alone": per_user(ref_hit, ref_mrr), "same": per_user(model_hit, model_mrr)}
+    table = curve_table([(record("X-Cross", 300, commit="abc"), per_user(model_hit, model_mrr))], refs)
+    row = table[table["model"] == "X-Cross"].iloc[0]
+    # hand computation of the paired t-test on MRR: d = x - y, t = mean(d) / (sd(d) / sqrt(n))
+    d = np.array(model_mrr) - np.array(ref_mrr)
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    p = 2 * stats.t.sf(abs(t), df=len(d) - 1)
+    assert row["mrr diff vs A alone"] == pytest.approx(round(100 * d.mean(), 2))
+    assert row["p mrr vs A alone"] == pytest.approx(p, rel=1e-9)
+    assert row["hit@1 diff vs A alone"] == pytest.approx(100 * 2 / 6, abs=0.01)
+    # identical per-user metrics: no difference, p = 1
+    assert row["mrr diff vs same"] == 0 and row["p mrr vs same"] == 1.0
+    # reference rows first, with their means in percent and no size
+    assert table["model"].tolist() == ["A alone", "same", "X-Cross"]
+    assert table.loc[0, "hit@1"] == pytest.approx(100 * 2 / 6, abs=0.01) and pd.isna(table.loc[0, "size"])
+    assert row["size"] == 300 and row["commit"] == "abc"
+
+
+def test_curve_table_refuses_points_scored_on_other_users():
+    refs = {"A alone": per_user([0, 1, 0], [0.2, 1.0, 0.3])}
+    with pytest.raises(ValueError, match="different users"):
+        curve_table([(record("LoRA", 100), per_user([1, 1, 0], [1.0, 1.0, 0.3], users=[0, 1, 7]))], refs)
+
+
+def test_smallest_significant_needs_every_reference_above_and_below_alpha():
+    table = pd.DataFrame({
+        "model": ["X-Cross"] * 3 + ["LoRA"],
+        "size": [100, 300, 1000, 1000],
+        "mrr diff vs A": [1.0, 2.0, 2.5, -1.0], "p mrr vs A": [0.01, 0.01, 0.001, 0.01],
+        "mrr diff vs B": [0.5, 1.0, 1.5, 0.3], "p mrr vs B": [0.20, 0.04, 0.01, 0.5],
+    })
+    assert smallest_significant(table, "X-Cross", ["A", "B"]) == 300
+    assert smallest_significant(table, "X-Cross", ["A"]) == 100
+    assert smallest_significant(table, "X-Cross", ["A", "B"], alpha=0.02) == 1000
+    assert smallest_significant(table, "LoRA", ["A"]) is None  # significant, but below A
+
+
+def _write_point(base, name, rec, frame):
+    (base / name).mkdir(parents=True)
+    (base / name / POINT).write_text(json.dumps(rec))
+    frame.to_parquet(base / name / "test_per_user.parquet")
+
+
+def test_finished_points_count_a_point_once_and_only_on_the_same_test_users(tmp_path):
+    root = tmp_path / "out" / "xcross" / "Tools-Sports+Electronics-abc-learning-curve"
+    shipped = shipped_root(root, tmp_path / "out")
+    assert shipped == tmp_path / "out" / "reference" / "learning_curve" / root.name
+    test = per_user([0, 1, 0], [0.2, 1.0, 0.3])
+    _write_point(root, "LoRA-n100-d1", record("LoRA", 100), test)
+    _write_point(shipped, "LoRA-n100-d1", record("LoRA", 100), test)  # the same point, shipped: once
+    _write_point(shipped, "X-Cross-n300-d2", record("X-Cross", 300), test)  # only shipped: read from there
+    _write_point(root, "X-Cross-n100-d3", record("X-Cross", 100), per_user([0, 1], [0.2, 1.0]))  # other users
+    (root / "X-Cross-n3000-d4").mkdir()
+    (root / "X-Cross-n3000-d4" / POINT).write_text(json.dumps(record("X-Cross", 3000)))  # no test metrics yet
+    found = finished_points(root, test, tmp_path / "out")
+    assert sorted((r["model"], r["size"]) for r, _ in found) == [("LoRA", 100), ("X-Cross", 300)]
+
+
+def test_validation_curves_mark_the_kept_step():
+    losses, validations = validation_curves([(record("LoRA", 100), None), (record("X-Cross", 300, kept_step=0), None)])
+    assert len(losses) == 4 and set(losses.columns) == {"model", "size", "step", "loss"}
+    kept = validations[validations["kept"]]
+    assert sorted(zip(kept["model"], kept["step"])) == [("LoRA", 2), ("X-Cross", 0)]
