@@ -55,3 +55,12 @@ def test_failed_run_is_isolated_and_finished_runs_are_skipped(tiny_data_dir, tmp
     assert [r["parameters"]["data_dir"] for r in second] == [str(tmp_path / "nowhere")]  # the finished run is skipped
     ledger = batch.Ledger(tmp_path / "out" / "batch" / "tiny.jsonl")
     assert [r["status"] for r in ledger.records()].count("ok") == 1 and len(ledger.records()) == 3
+
+
+@pytest.mark.unit
+def test_recorded_commands_read_as_typed_and_parse_back():
+    from xcross_lib.run import _parse_value
+
+    for value, text in ((True, "true"), (100, "100"), ([50, 75], "[50, 75]"), (None, "null"), (3e-4, "0.0003"),
+                        ("X-Cross (head frozen)", "X-Cross (head frozen)")):
+        assert batch._cli_value(value) == text and _parse_value(text) == value

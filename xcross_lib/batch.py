@@ -135,7 +135,14 @@ class Ledger:
 
 
 def _cli_value(value) -> str:
-    return "null" if value is None else value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
+    """A -p value as the runner's YAML reading gives it back: 100, true, [50, 75], null (a scalar's
+    YAML document-end marker "..." dropped, so the recorded command reads as one would type it)."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return value
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    return text[: -len("...")].strip() if text.endswith("\n...") else text
 
 
 class Claim:
