@@ -30,7 +30,10 @@ def test_a_typo_in_a_profile_is_an_error(tmp_path):
 @pytest.mark.unit
 def test_profiles_load_and_profile_values_yield_to_explicit_ones():
     for path in PARAMS_DIR.glob("*.yaml"):
-        assert isinstance(run.load_profile(path.stem), dict)
+        profile = run.load_profile(path.stem)
+        assert isinstance(profile, dict)
+        for notebook in NOTEBOOKS_DIR.glob("*.ipynb"):  # every profile passes every notebook's value checks
+            run.resolve_parameters(notebook.stem, profile, {})
     params = run.resolve_parameters("00_data", {"seed": 0, "n_candidates": 30}, {"seed": 5})
     assert params == {"seed": 5, "n_candidates": 30}
 
@@ -245,3 +248,14 @@ def test_papermill_reads_every_name_of_each_parameters_cell():
         cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         assigned = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets}
         assert set(run.notebook_parameters(path)) == assigned, path.name
+
+
+@pytest.mark.unit
+def test_a_profile_value_over_a_notebook_word_default_is_announced(capsys):
+    params = run.resolve_parameters("11_learning_curve", {"epochs": 1, "n_val_users": 500}, {})
+    assert params["epochs"] == 1
+    err = capsys.readouterr().err
+    assert "the profile sets epochs = 1 over 11_learning_curve.ipynb's own default 'auto'" in err
+    run.resolve_parameters("11_learning_curve", {"epochs": 1}, {"epochs": "auto"})  # given: nothing to say
+    run.resolve_parameters("03_xcross", {"epochs": 1}, {})  # 03's default is a number: nothing to say
+    assert "note:" not in capsys.readouterr().err

@@ -37,16 +37,18 @@ def integer(minimum: int, none: str | None = None, words: tuple[str, ...] = ()) 
 
 
 def number(low: float, high: float | None = None, low_open: bool = False, high_open: bool = False,
-           none: str | None = None) -> Callable:
+           none: str | None = None, words: tuple[str, ...] = ()) -> Callable:
     def check(value):
         if value is None and none:
+            return None
+        if isinstance(value, str) and value in words:
             return None
         ok = _is_number(value) and (value > low if low_open else value >= low)
         if ok and high is not None:
             ok = value < high if high_open else value <= high
         if not ok:
             span = f"{'>' if low_open else '>='} {low}" + (f" and {'<' if high_open else '<='} {high}" if high is not None else "")
-            return f"a number {span}" + (f", or null ({none})" if none else "")
+            return f"a number {span}" + (f", or null ({none})" if none else "") + "".join(f", or {w!r}" for w in words)
     return check
 
 
@@ -134,7 +136,7 @@ def _rules(data_dir=None) -> dict[str, Callable]:
         "lora_learning_rate": number(0, low_open=True),
         "head_learning_rate": number(0, low_open=True, none="the learning rate"),
         "warmup_ratio": number(0, 1, high_open=True),
-        "user_fraction": number(0, 1, low_open=True),
+        "user_fraction": number(0, 1, low_open=True, words=("paper",)),  # "paper": the paper's samples per domain
         "lambda1": number(0),
         "lambda2": number(0),
         "cosine_scale": number(0, low_open=True),

@@ -123,8 +123,20 @@ def resolve_parameters(notebook: str | os.PathLike, profile: dict, explicit: dic
         _check_name(key, known, f"{path.name} has no parameter")
     params = {k: v for k, v in profile.items() if k in known}
     params.update(explicit)
-    check_values(path.name, params, notebook_defaults(path))
+    defaults = notebook_defaults(path)
+    check_values(path.name, params, defaults)
+    for key, value in profile_overrides_of_words(params, explicit, defaults).items():
+        print(f"[xcross] note: the profile sets {key} = {value!r} over {path.name}'s own default {defaults[key]!r}; "
+              f"pass -p {key} {defaults[key]} to keep the notebook's", file=sys.stderr, flush=True)
     return params
+
+
+def profile_overrides_of_words(params: dict, explicit: dict, defaults: dict) -> dict:
+    """Profile values (not given with -p) that replace a notebook default which is a word such as
+    "auto" or "latest": a flat profile meant for other notebooks can do that silently (notebook 11's
+    epochs "auto" under the cpu profile's epochs 1), so the runner says so."""
+    return {k: v for k, v in params.items() if k not in explicit and isinstance(defaults.get(k), str)
+            and defaults[k] and not isinstance(v, str) and v != defaults[k]}
 
 
 def output_path(notebook: Path, explicit: dict, out_dir: Path | None = None) -> Path:
