@@ -7,6 +7,7 @@ import yaml
 
 from xcross_lib import batch
 from xcross_lib.errors import ParameterError
+from xcross_lib.paths import REPO_ROOT, shown_path
 
 
 def write_grid(path, data_dir, domains, **extra):
@@ -49,7 +50,9 @@ def test_failed_run_is_isolated_and_finished_runs_are_skipped(tiny_data_dir, tmp
     assert ok["status"] == "ok" and failed["status"] == "failed"
     # the whole message, not its last line: what was wrong, where, and the fix
     assert "the data_dir argument is" in failed["error"] and "does not exist" in failed["error"] and "Fix:" in failed["error"]
-    failed_nb = json.loads(open(failed["executed_notebook"]).read())
+    # recorded as results show paths (relative to the repository where it is beside it: no machine layout)
+    assert failed["executed_notebook"] == shown_path(failed["executed_notebook"])
+    failed_nb = json.loads((REPO_ROOT / failed["executed_notebook"]).read_text())  # an absolute path stays one
     assert any(o.get("output_type") == "error" for c in failed_nb["cells"] for o in c.get("outputs", []))
     second = batch.run_grid(grid, jobs=2, progress=False)
     assert [r["parameters"]["data_dir"] for r in second] == [str(tmp_path / "nowhere")]  # the finished run is skipped

@@ -47,7 +47,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ParameterError
-from .paths import NOTEBOOKS_DIR, REPO_ROOT, outputs_dir
+from .paths import NOTEBOOKS_DIR, REPO_ROOT, outputs_dir, shown_path
 from .provenance import git_commit, now_utc
 from .run import load_profile, notebook_path, resolve_parameters
 
@@ -212,8 +212,8 @@ def error_message(stderr: str) -> str:
 
 def execute(run: Run, profile: str | None, notebooks_dir: Path, claim: Claim | None = None) -> dict:
     """Run one notebook in its own process; a record of what happened. The process holds the claim too."""
-    output = notebooks_dir / f"{run.key}.ipynb"
-    cmd = [sys.executable, "-m", "xcross_lib.run", run.notebook, "-o", str(output)]
+    output = shown_path(notebooks_dir / f"{run.key}.ipynb")  # relative to the repository: the recorded command
+    cmd = [sys.executable, "-m", "xcross_lib.run", run.notebook, "-o", output]  # and ledger name no machine path
     if profile:
         cmd += ["--profile", profile]
     for k, v in run.parameters.items():
@@ -221,7 +221,7 @@ def execute(run: Run, profile: str | None, notebooks_dir: Path, claim: Claim | N
     started = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     fds = (claim.fd,) if claim is not None and claim.fd is not None else ()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT,
                             pass_fds=fds, preexec_fn=_die_with_parent)
     with _children_lock:
         _children.add(proc)
@@ -232,7 +232,7 @@ def execute(run: Run, profile: str | None, notebooks_dir: Path, claim: Claim | N
             _children.discard(proc)
     return {"key": run.key, "notebook": run.notebook, "parameters": run.parameters,
             "status": "ok" if proc.returncode == 0 else "failed", "returncode": proc.returncode,
-            "wall_s": round(time.perf_counter() - started, 1), "executed_notebook": str(output),
+            "wall_s": round(time.perf_counter() - started, 1), "executed_notebook": output,
             "error": error_message(stderr) if proc.returncode else "", "commit": git_commit(short=True),
             "finished_at": now_utc()}
 
