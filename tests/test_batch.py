@@ -29,12 +29,15 @@ def test_grid_expands_and_checks_names(tmp_path):
 
 
 @pytest.mark.unit
-def test_ledger_ignores_a_cut_line(tmp_path):
+def test_ledger_ignores_a_cut_line_and_keeps_the_next_record(tmp_path):
     ledger = batch.Ledger(tmp_path / "l.jsonl")
     ledger.append({"key": "a", "status": "ok"})
     with open(ledger.path, "a") as f:
         f.write('{"key": "b", "sta')  # a crash mid-write
     assert ledger.done() == {"a"}
+    ledger.append({"key": "c", "status": "ok"})  # issue 16, item 5: it starts on a line of its own
+    assert ledger.done() == {"a", "c"}
+    assert ledger.path.read_text().splitlines()[-1] == json.dumps({"key": "c", "status": "ok"})
 
 
 @pytest.mark.smoke

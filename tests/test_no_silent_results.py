@@ -160,17 +160,7 @@ def test_killing_the_runner_ends_its_run_and_frees_the_claim(tmp_path):
     assert not (tmp_path / "ran0").exists()  # the run was ended, not left to finish unseen
 
 
-# 5. each ledger record starts on a line of its own
-
-@pytest.mark.unit
-def test_a_record_after_a_cut_line_is_kept(tmp_path):
-    ledger = batch.Ledger(tmp_path / "l.jsonl")
-    ledger.append({"key": "a", "status": "ok"})
-    with open(ledger.path, "a") as f:
-        f.write('{"key": "b", "sta')  # a crash mid-write
-    ledger.append({"key": "c", "status": "ok"})
-    assert ledger.done() == {"a", "c"}
-    assert ledger.path.read_text().splitlines()[-1] == json.dumps({"key": "c", "status": "ok"})
+# 5. each ledger record starts on a line of its own: tests/test_batch.py::test_ledger_ignores_a_cut_line_and_keeps_the_next_record
 
 
 # 7. the runner prints the whole error and the executed notebook's path

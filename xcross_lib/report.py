@@ -192,7 +192,7 @@ def styled(frame: pd.DataFrame, digits: int = 2):
         name = str(name)
         if any(name == c or name.endswith(c) for c in COUNT_COLUMNS) or "size" in name or name.startswith("n_"):
             return "{:,.0f}"
-        if name.startswith("p ") or name.startswith("p(") or name.startswith("p ("):
+        if name.startswith(("p ", "p(")):  # p-values
             return "{:.2g}"
         return f"{{:.{digits}f}}"
     numeric = frame.select_dtypes("number").columns

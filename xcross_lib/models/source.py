@@ -66,11 +66,16 @@ def source_places(name: str, output_dir: str | os.PathLike | None = None) -> lis
     2. <outputs>/reference/sources/<name>  shipped into the outputs in use
     3. outputs/reference/sources/<name> of the repository: the shipped models, found wherever outputs go
     <outputs> is output_dir, else $XCROSS_OUTPUTS_DIR, else the repository's outputs/."""
+    places = [root / name for root in _source_roots(output_dir)]
+    return list(dict.fromkeys(p.resolve() if p.exists() else p for p in places))
+
+
+def _source_roots(output_dir=None) -> list[Path]:
+    """The folders holding source models by name, in source_places' order."""
     from ..paths import REPO_ROOT
 
     out = outputs_dir(output_dir)
-    places = [out / "sources" / name, out / "reference" / "sources" / name, REPO_ROOT / "outputs" / "reference" / "sources" / name]
-    return list(dict.fromkeys(p.resolve() if p.exists() else p for p in places))
+    return [out / "sources", out / "reference" / "sources", REPO_ROOT / "outputs" / "reference" / "sources"]
 
 
 def source_dir(name_or_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> Path:
@@ -99,11 +104,8 @@ def available_sources(output_dir: str | os.PathLike | None = None) -> list[str]:
     """Every source model found in the places of source_places (any domain name), the paper's four
     first, then the others by name: what `sources: all` scores."""
     from ..data.paths import DOMAINS
-    from ..paths import REPO_ROOT
 
-    out = outputs_dir(output_dir)
-    bases = [out / "sources", out / "reference" / "sources", REPO_ROOT / "outputs" / "reference" / "sources"]
-    names = {p.parent.name for base in bases if base.is_dir() for p in base.glob(f"*/{SOURCE_FILE}")}
+    names = {p.parent.name for root in _source_roots(output_dir) for p in root.glob(f"*/{SOURCE_FILE}")}
     return [d for d in DOMAINS if d in names] + sorted(names - set(DOMAINS))
 
 
