@@ -37,7 +37,10 @@ def target_ranks(scores: np.ndarray, target_index: Sequence[int]) -> np.ndarray:
 
 def per_user_metrics(scores: np.ndarray, target_index: Sequence[int], users: Sequence[int] | None = None) -> pd.DataFrame:
     """One row per user: rank, hit@1, hit@3, hit@10, mrr, ndcg@10 (fractions, not percent)."""
-    ranks = target_ranks(scores, target_index)
+    return _metrics_of_ranks(target_ranks(scores, target_index), users)
+
+
+def _metrics_of_ranks(ranks: np.ndarray, users: Sequence[int] | None = None) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "user": np.arange(len(ranks)) if users is None else np.asarray(users),
@@ -99,3 +102,32 @@ def paired_ttest(a: pd.DataFrame, b: pd.DataFrame, metric: str = "hit@1") -> Pai
         res = stats.ttest_rel(x, y)
         t, p = float(res.statistic), float(res.pvalue)
     return PairedTest(metric, len(merged), float(x.mean()), float(y.mean()), float(diff.mean()), t, p)
+
+
+def full_ranking_ranks(scores: np.ndarray, targets: Sequence[int], histories: Sequence[Sequence[int]]) -> np.ndarray:
+    """1-based rank of each user's target among all items (the columns of `scores`, users x items),
+    the user's history items left out (the target never is, even where the history repeats it),
+    ties broken against the target as in `target_ranks`."""
+    scores = np.asarray(scores, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.int64)
+    if scores.ndim != 2 or targets.shape != (scores.shape[0],) or len(histories) != scores.shape[0]:
+        raise ValueError(f"need users x items scores and one target and history per user: {scores.shape}, "
+                         f"{targets.shape}, {len(histories)}")
+    if ((targets < 0) | (targets >= scores.shape[1])).any():
+        raise ValueError(f"target ids must lie in [0, {scores.shape[1]})")
+    if np.isnan(scores).any():
+        raise ValueError(f"{int(np.isnan(scores).any(axis=1).sum())} user(s) have NaN scores")
+    rows = np.arange(scores.shape[0])
+    target_score = scores[rows, targets]
+    at_least = (scores >= target_score[:, None]).sum(axis=1)  # the target itself included
+    for r, (history, target) in enumerate(zip(histories, targets)):
+        seen = np.unique(np.asarray([i for i in history if i != target], dtype=np.int64))
+        at_least[r] -= int((scores[r, seen] >= target_score[r]).sum())
+    return at_least.astype(np.int64)
+
+
+def full_ranking_per_user(scores: np.ndarray, targets: Sequence[int], histories: Sequence[Sequence[int]],
+                          users: Sequence[int] | None = None) -> pd.DataFrame:
+    """As `per_user_metrics`, with ranks over all items (`full_ranking_ranks`)."""
+    ranks = full_ranking_ranks(scores, targets, histories)
+    return _metrics_of_ranks(ranks, users)
