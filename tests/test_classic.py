@@ -57,6 +57,15 @@ def test_defaults_are_recboles_own():
     assert config["hidden_size"] == 32 and config["not a key"] is None and hasattr(config, "ft_ratio")
 
 
+def test_importing_recbole_leaves_anomaly_detection_off():
+    import torch
+
+    from xcross_lib.models.classic import model_class
+
+    model_class("SASRec")  # imports recbole.model.sequential_recommender, whose sine.py turns it on
+    assert not torch.is_anomaly_enabled()
+
+
 def test_prefix_examples_are_every_prefix():
     histories, targets = prefix_examples({7: [1, 2, 3]}, [7])
     assert histories == [[1], [1, 2]] and targets == [2, 3]
@@ -64,16 +73,17 @@ def test_prefix_examples_are_every_prefix():
 
 @pytest.mark.parametrize("name", MODELS)
 def test_each_model_learns_a_planted_pattern(name):
-    sequences = _planted()
-    train_users, val_users = list(range(200)), list(range(200, 240))
-    small = {"hidden_size": 32, "inner_size": 64, "hidden_dropout_prob": 0.1, "attn_dropout_prob": 0.1}
-    config = ClassicConfig(name, learning_rate=5e-3, train_batch_size=128, max_epochs=15, stopping_step=15,
-                           time_budget_s=120, pretrain_epochs=3, overrides=small)
+    sequences = _planted(160)
+    train_users, val_users = list(range(120)), list(range(120, 160))
+    small = {"hidden_size": 16, "inner_size": 32, "hidden_dropout_prob": 0.1, "attn_dropout_prob": 0.1}
+    config = ClassicConfig(name, learning_rate=1e-2, train_batch_size=256, max_epochs=40, stopping_step=40,
+                           time_budget_s=300, pretrain_epochs=1, overrides=small)
     catalogue = _catalogue(name, small)
     model, curve, summary = train_classic(config, catalogue, sequences, train_users,
                                           _validation(sequences, val_users), progress=False)
+    assert summary["pretrain_epochs_run"] == (1 if name == "S3Rec" else 0)
     losses = curve.loc[(curve["stage"] == "train") & (curve["epoch"] > 0), "train_loss"].to_numpy()
-    assert losses[-1] < 0.5 * losses[0], (name, losses[0], losses[-1])
+    assert losses[-1] < 0.75 * losses[0], (name, losses[0], losses[-1])
     # the planted next item ranks first over all items outside the history, for most histories
     histories = [[3, 4, 5], [10, 11], [20, 21, 22, 23], [0, 1, 2, 3, 4, 5], [15, 16, 17, 18, 19]]
     scores = full_scores(model, histories)

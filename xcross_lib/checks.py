@@ -64,9 +64,10 @@ def boolean(value):
         return "true or false"
 
 
-def subset_of(*choices) -> Callable:
+def subset_of(*choices, comma: bool = False) -> Callable:
+    """Some of `choices`: a list, one name, or (comma) a comma-separated string of names."""
     def check(value):
-        items = [value] if isinstance(value, str) else value
+        items = ([v.strip() for v in value.split(",")] if comma else [value]) if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not items or any(v not in choices for v in items):
             return "a list of some of " + ", ".join(repr(c) for c in choices)
     return check
@@ -115,6 +116,7 @@ def domains(words: tuple[str, ...], data_dir=None) -> Callable:
 def _rules(data_dir=None) -> dict[str, Callable]:
     from .learning_curve import MODELS
     from .metrics import METRICS
+    from .models.classic import MODELS as CLASSIC_MODELS
     from .models.scorer import POOLINGS
     from .models.xcross.layer import PARAMETRISATIONS
     from .training.trainer import SELECT_METRICS
@@ -157,6 +159,11 @@ def _rules(data_dir=None) -> dict[str, Callable]:
         "model": one_of(*MODELS),
         "09_convergence:model": lambda value: None if value is None or isinstance(value, str) else "a model name or null",
         "models": subset_of("X-Cross", "LoRA"),
+        "12_classic:models": subset_of(*CLASSIC_MODELS, comma=True),
+        "12_classic:source": domains(("auto", "none"), data_dir),
+        "stopping_step": positive,
+        "time_budget_s": number(0, low_open=True),
+        "pretrain_budget_s": number(0),
         "baselines": subset_of("LoRA", "Pooler + Scorer", "XLoRA", "MeteoRA"),
         "sizes": list_of_integers(1),
         "k_values": list_of_integers(1, words=("all",)),

@@ -138,3 +138,33 @@ def plot_learning_curves(losses: pd.DataFrame, validations: pd.DataFrame, metric
         row[1].legend(fontsize=8)
     fig.tight_layout()
     return axes
+
+
+def plot_classic_curves(curves: pd.DataFrame, best: dict | None = None):
+    """The classic models' training loss and validation MRR (percent, 30 candidates) per epoch, one
+    line per model, S3-Rec's pre-training left out; the kept epoch of each model starred."""
+    train = curves[curves["stage"] == "train"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    for k, (model, group) in enumerate(train.groupby("model", sort=False)):
+        axes[0].plot(group["epoch"], group["train_loss"], c=f"C{k}", label=model)
+        axes[1].plot(group["epoch"], 100 * group["validation_mrr"], c=f"C{k}", label=model)
+        if best and model in best:
+            kept = group[group["epoch"] == best[model]]
+            axes[1].scatter(kept["epoch"], 100 * kept["validation_mrr"], marker="*", s=140, c=f"C{k}", zorder=3)
+    axes[0].set(xlabel="epoch", ylabel="training loss", title="training loss")
+    axes[1].set(xlabel="epoch", ylabel="validation MRR (%)", title="validation MRR, 30 candidates (kept epoch starred)")
+    axes[0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_sampled_vs_full(table: pd.DataFrame, metric: str = "mrr"):
+    """Each model's sampled (30 candidates) and full-ranking metric side by side, in the sampled order."""
+    t = table.sort_values(f"sampled {metric}", ascending=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(t) + 1.5), sharey=True)
+    axes[0].barh(t["model"], t[f"sampled {metric}"], color="C0")
+    axes[1].barh(t["model"], t[f"full {metric}"], color="C1")
+    axes[0].set(xlabel=f"{metric.upper()} (%), 30 sampled candidates")
+    axes[1].set(xlabel=f"{metric.upper()} (%), all items")
+    fig.tight_layout()
+    return fig

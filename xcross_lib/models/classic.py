@@ -58,8 +58,12 @@ def model_class(name: str):
     if name not in MODELS:
         raise ParameterError(f"unknown classic model {name!r}; known: {', '.join(MODELS)}")
     _recbole()
+    anomaly = torch.is_anomaly_enabled()
     from recbole.model import sequential_recommender
 
+    # importing the package imports recbole's sine.py, which turns autograd's anomaly detection on for
+    # the whole process (every operation then records its stack: training 5-10 x slower)
+    torch.autograd.set_detect_anomaly(anomaly)
     return getattr(sequential_recommender, name)
 
 

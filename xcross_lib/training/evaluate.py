@@ -116,3 +116,28 @@ def _score_two_towers(model, encoder: PromptEncoder, histories, candidates, devi
         out = model.head(history_emb[start : start + 256], item_emb[part.reshape(-1)])  # (u*C,)
         scores[start : start + 256] = out.float().view(len(part), -1).cpu().numpy()
     return scores
+
+
+@torch.inference_mode()
+def two_tower_full_scores(model, encoder: PromptEncoder, histories, items, bf16: bool = False, batch_users: int = 64,
+                          batch_items: int = 1024, progress: bool = False, desc: str = "full ranking") -> np.ndarray:
+    """(users, len(items)) scores of a two-tower model for every item: each title and each history
+    encoded once, every pair scored by the model's own head (in blocks, so memory stays small)."""
+    if not two_towers(model):
+        raise ValueError("full ranking needs a two-tower model (scorer encoding 'separate')")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    history_emb = embed_segments(model.embed, encoder, history_texts(encoder, histories), device, bf16,
+                                 progress=progress, desc=f"{desc}: histories")
+    item_emb = embed_segments(model.embed, encoder, [encoder.item_ids[i] for i in items], device, bf16,
+                              progress=progress, desc=f"{desc}: {len(items)} items")
+    scores = np.zeros((len(histories), len(items)), dtype=np.float32)
+    for u in range(0, len(histories), batch_users):
+        h = history_emb[u : u + batch_users]  # (B, d)
+        for i in range(0, len(items), batch_items):
+            block = item_emb[i : i + batch_items]  # (C, d)
+            cands = block.unsqueeze(0).expand(len(h), -1, -1).reshape(-1, block.shape[-1])  # (B*C, d)
+            scores[u : u + batch_users, i : i + batch_items] = model.head(h, cands).float().view(len(h), -1).cpu().numpy()
+    model.train(was_training)
+    return scores

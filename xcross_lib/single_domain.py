@@ -1,0 +1,182 @@
+"""Table 2's single-domain block: SASRec, BERT4Rec, FDSA and S3-Rec on our protocol, and full ranking.
+
+`train_classic_models` trains each model on a domain's training users (models/classic.py,
+training/classic.py) and scores its test users twice: on their stored 30-candidate lists and over
+every item of the domain (`full_ranking_per_user`: history items left out, ties against the
+target). `classic_table` and `full_ranking_table` put them beside the reference rows and the
+domain's own source model. Each model's run lives in its own folder, tied to its definition
+(settings, data fingerprint, RecBole version), so a rerun reuses a finished model and never one made
+with other settings.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+from tqdm.auto import tqdm
+
+from .baselines import popularity_scores, random_scores
+from .data.encoding import PromptEncoder
+from .data.protocol import item_popularity
+from .experiments import DomainData, reference_rows
+from .metrics import full_ranking_per_user, paired_ttest, per_user_metrics, summarize
+from .models.classic import MODELS, ItemCatalogue, build_model, full_scores, model_config, title_words
+from .models.source import load_source, source_dir
+from .paths import outputs_dir, shown_path
+from .data.protocol import file_sha256
+from .provenance import claim_run_folder, definition_digest, now_utc, write_json_atomic
+from .training.classic import ClassicConfig, train_classic
+from .training.evaluate import two_tower_full_scores
+from .training.trainer import bf16_available
+
+SUMMARY_METRICS = ("hit@1", "hit@3", "hit@10", "mrr", "ndcg@10")
+
+
+def catalogue_items(data: DomainData) -> np.ndarray:
+    """The items ranked in full ranking: every item of the domain (ids 0 .. n - 1)."""
+    return np.arange(1 + max(data.domain.asins))
+
+
+def cold_items(data: DomainData) -> dict:
+    """How many test targets and candidates are items that no training user has."""
+    seen = set()
+    for u in data.frames["train"]["user"]:
+        seen.update(data.domain.sequences[int(u)])
+    test = data.frames["test"]
+    cands = np.stack(test["candidates"].to_numpy())
+    return {
+        "test_users": len(test),
+        "test targets unseen in training": int((~test["target"].isin(seen)).sum()),
+        "test candidate slots unseen in training": int((~np.isin(cands, list(seen))).sum()),
+        "candidate slots": int(cands.size),
+        "items unseen in training": int(len(catalogue_items(data)) - len(seen)),
+        "items": int(len(catalogue_items(data))),
+    }
+
+
+def classic_catalogue(model: str, data: DomainData, overrides: dict | None = None) -> ItemCatalogue:
+    n_items = len(catalogue_items(data))
+    table, vocabulary = title_words(data.domain.titles, n_items)
+    return ItemCatalogue(n_items, table, len(vocabulary), model_config(model, overrides))
+
+
+def _frame_scores(full: np.ndarray, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(sampled, full-ranking) per-user metrics from (users, items) scores."""
+    cands = np.stack(frame["candidates"].to_numpy())
+    sampled = per_user_metrics(np.take_along_axis(full, cands, axis=1), frame["target_index"].to_numpy(),
+                               frame["user"].to_numpy())
+    ranked = full_ranking_per_user(full, frame["target"].to_numpy(), frame["history"].tolist(), frame["user"].to_numpy())
+    return sampled, ranked
+
+
+def train_classic_models(data: DomainData, models=MODELS, settings: dict | None = None, output_dir=None,
+                         progress: bool = True) -> dict:
+    """Train (or reuse) each model on `data`; returns {model: {"sampled", "full", "curve", "summary", "folder"}}.
+    `settings` are ClassicConfig fields shared by every model (overrides: RecBole hyperparameters)."""
+    settings = dict(settings or {})
+    root = outputs_dir(output_dir) / "classic" / data.domain.name
+    test, val = data.frames["test"], data.frames["validation"]
+    out = {}
+    for name in models:
+        config = ClassicConfig(model=name, **settings)
+        definition = {"kind": "classic", "config": config.to_dict(), "domain": data.domain.name,
+                      "data_fingerprint": data.domain.fingerprint, "protocol": {k: data.protocol.info.get(k) for k in ("seed", "user_fraction", "candidates_sha256")}, "recbole": version("recbole"),
+                      "torch": torch.__version__}
+        folder = root / f"{name}-{definition_digest(definition)}"
+        claim_run_folder(folder, definition)
+        files = {k: folder / f"{k}.parquet" for k in ("sampled", "full", "curve")}
+        if not all(p.is_file() for p in files.values()) or not (folder / "summary.json").is_file():
+            catalogue = classic_catalogue(name, data, config.overrides)
+            model, curve, summary = train_classic(config, catalogue, data.domain.sequences,
+                                                  data.frames["train"]["user"].to_numpy(), val, progress)
+            scored = time.perf_counter()
+            sampled, full = _frame_scores(full_scores(model, test["history"].tolist()), test)
+            summary["score_s"] = time.perf_counter() - scored
+            summary["produced_at"] = now_utc()
+            torch.save(model.state_dict(), folder / "model.pt")
+            summary["model_sha256"] = file_sha256(folder / "model.pt")[:10]
+            for key, frame in (("sampled", sampled), ("full", full), ("curve", curve)):
+                frame.to_parquet(files[key])
+            write_json_atomic(folder / "summary.json", summary)
+        out[name] = {key: pd.read_parquet(p) for key, p in files.items()}
+        out[name]["summary"] = json.loads((folder / "summary.json").read_text())
+        out[name]["folder"] = shown_path(folder)
+    return out
+
+
+def reference_and_source_rows(data: DomainData, source: str | None, seed: int = 0, max_length: int = 256,
+                              progress: bool = True) -> dict:
+    """{name: {"sampled", "full"(or None)}} for random, popularity, text similarity (sampled only)
+    and the domain's own source model (both; its folder and adapter digest under "model_files")."""
+    test = data.frames["test"]
+    items = catalogue_items(data)
+    rows = {name: {"sampled": frame, "full": None} for name, frame in reference_rows(data, test, max_length, seed).items()}
+    rng = np.random.default_rng([seed, 21])
+    full_random = rng.random((len(test), len(items)))
+    popularity = item_popularity(data.domain.sequences, data.frames["train"]["user"], len(items)).astype(float)
+    rows["random"]["full"] = _frame_scores(full_random, test)[1]
+    rows["popularity"]["full"] = _frame_scores(np.broadcast_to(popularity, (len(test), len(items))), test)[1]
+    if source is not None:
+        model = load_source(source)
+        encoder = PromptEncoder(model.tokenizer, data.domain.titles, max_length, model.config.encoding)
+        full = two_tower_full_scores(model, encoder, test["history"].tolist(), items,
+                                     bf16=bf16_available(torch.device("cpu")), progress=progress,
+                                     desc=f"{source} source model")
+        sampled, ranked = _frame_scores(full, test)
+        folder = source_dir(source)
+        rows[f"{source} source model"] = {"sampled": sampled, "full": ranked, "model_files": shown_path(folder),
+                                          "model_sha256": file_sha256(folder / "adapter_model.safetensors")[:10]}
+    return rows
+
+
+def classic_table(results: dict, rows: dict, against: str, xcross: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Sampled metrics (percent) of the classic models and the reference rows, with the two-tailed
+    paired t-test p of `against` (the in-domain source model) and of X-Cross (where given) vs each row."""
+    per_user = {**{k: v["sampled"] for k, v in rows.items()}, **{k: v["sampled"] for k, v in results.items()}}
+    table = []
+    for name, frame in per_user.items():
+        row = {"model": name, **summarize(frame).round(2).to_dict()}
+        for metric in ("hit@1", "mrr"):
+            if name != against:
+                row[f"p ({against} vs this, {metric})"] = paired_ttest(per_user[against], frame, metric).p_value
+            if xcross is not None:
+                row[f"p (X-Cross vs this, {metric})"] = paired_ttest(xcross, frame, metric).p_value
+        info = results.get(name, {})
+        if info:
+            s = info["summary"]
+            row.update({"model_files": info["folder"], "model_sha256": s["model_sha256"], "best_epoch": s["best_epoch"],
+                        "epochs_run": s["epochs_run"], "pretrain_epochs_run": s["pretrain_epochs_run"],
+                        "stopped": s["stopped"], "train_s": round(s["train_s"], 1), "validation_mrr": round(100 * s["validation_mrr"], 2)})
+        elif "model_files" in rows.get(name, {}):
+            row.update({"model_files": rows[name]["model_files"], "model_sha256": rows[name]["model_sha256"]})
+        table.append(row)
+    return pd.DataFrame(table)
+
+
+def full_ranking_table(results: dict, rows: dict) -> pd.DataFrame:
+    """Per model: sampled and full-ranking Hit@10, NDCG@10, MRR side by side (percent), each model's
+    place in both orders (by MRR), and the Spearman and Kendall correlations of the two orders."""
+    models = {**{k: v for k, v in rows.items() if v.get("full") is not None}, **results}
+    table = []
+    for name, info in models.items():
+        s, f = summarize(info["sampled"]), summarize(info["full"])
+        table.append({"model": name, **{f"sampled {m}": round(s[m], 2) for m in ("hit@10", "ndcg@10", "mrr")},
+                      **{f"full {m}": round(f[m], 2) for m in ("hit@10", "ndcg@10", "mrr")}, "n_users": int(f["n_users"])})
+    table = pd.DataFrame(table)
+    table["place (sampled mrr)"] = table["sampled mrr"].rank(ascending=False, method="min").astype(int)
+    table["place (full mrr)"] = table["full mrr"].rank(ascending=False, method="min").astype(int)
+    table["spearman (orders by mrr)"] = stats.spearmanr(table["sampled mrr"], table["full mrr"]).statistic
+    table["kendall (orders by mrr)"] = stats.kendalltau(table["sampled mrr"], table["full mrr"]).statistic
+    return table
+
+
+def curves_frame(results: dict) -> pd.DataFrame:
+    """Every model's training curve in one frame (model, stage, epoch, train_loss, validation_mrr)."""
+    return pd.concat([r["curve"].assign(model=name) for name, r in results.items()], ignore_index=True)
