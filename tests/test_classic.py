@@ -119,3 +119,25 @@ def test_full_ranking_against_a_hand_computation():
     assert per_user["mrr"].tolist() == [0.5, 1.0, 0.2]
     assert per_user["ndcg@10"].round(6).tolist() == [round(1 / np.log2(3), 6), 1.0, round(1 / np.log2(6), 6)]
     assert per_user["user"].tolist() == [10, 11, 12] and per_user["hit@1"].tolist() == [0.0, 1.0, 0.0]
+
+
+def test_two_tower_full_scores_restricted_equal_the_candidate_scores():
+    """A source model (two towers) ranks every item with its own head: restricted to a stored
+    candidate list, the same scores as the candidate path that every other table uses."""
+    import torch
+
+    from xcross_lib.data.encoding import PromptEncoder
+    from xcross_lib.models import Scorer, ScorerConfig, load_backbone
+    from xcross_lib.training.evaluate import score_candidates, two_tower_full_scores
+
+    model = Scorer(load_backbone("tiny-bert", seed=0), ScorerConfig(encoding="separate", pooling="mean")).eval()
+    with torch.no_grad():  # a head that is not the identity, so the test sees the head at work
+        model.head.dense.weight.normal_(0, 0.2)
+    titles = {i: f"item {i} part {i % 3}" for i in range(12)}
+    encoder = PromptEncoder(model.tokenizer, titles, 64, "separate")
+    frame = pd.DataFrame({"history": [[0, 1, 2], [5], [7, 8]], "candidates": [[3, 4, 11], [0, 6, 9], [1, 2, 10]],
+                          "target_index": [0, 1, 2]})
+    full = two_tower_full_scores(model, encoder, frame["history"].tolist(), list(range(12)), batch_users=2, batch_items=5)
+    sampled = score_candidates(model, encoder, frame, progress=False)
+    np.testing.assert_allclose(np.take_along_axis(full, np.stack(frame["candidates"].to_numpy()), axis=1), sampled,
+                               rtol=1e-5, atol=1e-5)

@@ -74,6 +74,12 @@ def our_table2(output_dir=None) -> pd.DataFrame:
         b.loc[zero_shot, "group"] = "LoRA Fine-Tuning on Source Domain / Zero-shot on Target Domain"
         b.loc[b["model"].isin(["random", "popularity", "text similarity"]), "group"] = "Reference rows"
         rows.append(b)
+    classic = _read_all("reference/classic_*.csv", output_dir)  # notebook 12: SASRec, BERT4Rec, FDSA, S3-Rec
+    if len(classic):
+        c = classic[classic["model"].isin(["SASRec", "BERT4Rec", "FDSA", "S3Rec"])].copy()
+        c["model"] = c["model"].replace({"S3Rec": "S3-Rec"})  # the paper's name
+        c["group"] = "Single Domain Recommendation"
+        rows.append(c)
     if not rows:
         return pd.DataFrame()
     keep = ["group", "model", "target", *METRICS, "n_users", "results", "backbone", "commit", "produced_at", "budget",

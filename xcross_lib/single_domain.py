@@ -29,10 +29,10 @@ from .experiments import DomainData, reference_rows
 from .metrics import full_ranking_per_user, paired_ttest, per_user_metrics, summarize
 from .models.classic import MODELS, ItemCatalogue, build_model, full_scores, model_config, title_words
 from .models.source import load_source, source_dir
-from .paths import outputs_dir, shown_path
+from .paths import REPO_ROOT, outputs_dir, shown_path
 from .data.protocol import file_sha256
 from .provenance import claim_run_folder, definition_digest, now_utc, write_json_atomic
-from .training.classic import ClassicConfig, train_classic
+from .training.classic import SELECTION, ClassicConfig, train_classic
 from .training.evaluate import two_tower_full_scores
 from .training.trainer import bf16_available
 
@@ -86,7 +86,7 @@ def train_classic_models(data: DomainData, models=MODELS, settings: dict | None 
     out = {}
     for name in models:
         config = ClassicConfig(model=name, **settings)
-        definition = {"kind": "classic", "config": config.to_dict(), "domain": data.domain.name,
+        definition = {"kind": "classic", "config": config.to_dict(), "selection": SELECTION, "domain": data.domain.name,
                       "data_fingerprint": data.domain.fingerprint, "protocol": {k: data.protocol.info.get(k) for k in ("seed", "user_fraction", "candidates_sha256")}, "recbole": version("recbole"),
                       "torch": torch.__version__}
         folder = root / f"{name}-{definition_digest(definition)}"
@@ -95,7 +95,8 @@ def train_classic_models(data: DomainData, models=MODELS, settings: dict | None 
         if not all(p.is_file() for p in files.values()) or not (folder / "summary.json").is_file():
             catalogue = classic_catalogue(name, data, config.overrides)
             model, curve, summary = train_classic(config, catalogue, data.domain.sequences,
-                                                  data.frames["train"]["user"].to_numpy(), val, progress)
+                                                  data.frames["train"]["user"].to_numpy(), val, progress,
+                                                  on_epoch=lambda c: c.to_parquet(folder / "curve_so_far.parquet"))
             scored = time.perf_counter()
             sampled, full = _frame_scores(full_scores(model, test["history"].tolist()), test)
             summary["score_s"] = time.perf_counter() - scored
@@ -146,7 +147,7 @@ def classic_table(results: dict, rows: dict, against: str, xcross: pd.DataFrame 
         for metric in ("hit@1", "mrr"):
             if name != against:
                 row[f"p ({against} vs this, {metric})"] = paired_ttest(per_user[against], frame, metric).p_value
-            if xcross is not None:
+            if xcross is not None and frame is not xcross:
                 row[f"p (X-Cross vs this, {metric})"] = paired_ttest(xcross, frame, metric).p_value
         info = results.get(name, {})
         if info:
@@ -175,6 +176,23 @@ def full_ranking_table(results: dict, rows: dict) -> pd.DataFrame:
     table["spearman (orders by mrr)"] = stats.spearmanr(table["sampled mrr"], table["full mrr"]).statistic
     table["kendall (orders by mrr)"] = stats.kendalltau(table["sampled mrr"], table["full mrr"]).statistic
     return table
+
+
+def largest_xcross_point(target: str, output_dir=None) -> tuple[str, pd.DataFrame] | None:
+    """The X-Cross learning-curve point (notebook 11) of this target with the most training users,
+    as (its folder, its per-user test metrics), or None where there is none. The t-test refuses it
+    unless it scored the same test users."""
+    roots = dict.fromkeys([outputs_dir(output_dir) / "reference", REPO_ROOT / "outputs" / "reference"])
+    points = []
+    for root in roots:
+        for path in root.glob(f"learning_curve/{target}-*-learning-curve/X-Cross*/point.json"):
+            point = json.loads(path.read_text())
+            if (path.parent / "test_per_user.parquet").is_file():
+                points.append((point.get("size") or 10**9, path.parent))
+    if not points:
+        return None
+    _, folder = max(points, key=lambda p: (p[0], str(p[1])))
+    return shown_path(folder), pd.read_parquet(folder / "test_per_user.parquet")
 
 
 def curves_frame(results: dict) -> pd.DataFrame:

@@ -5,7 +5,8 @@ the item after it (the last item included). A model's own `calculate_loss` gives
 inputs masked by RecBole's own `MaskItemSequence`; S3-Rec first pre-trained with its four
 self-supervised losses, then fine-tuned). After every epoch the model scores the validation users'
 stored candidate lists (our protocol: 30 candidates, ties against the target), and the weights with
-the best validation MRR are kept; training stops after `stopping_step` epochs without a better one
+the best validation MRR are kept (epochs 1 and later; the untrained start is on the curve only);
+training stops after `stopping_step` epochs without a better one
 (RecBole's early stopping), at `max_epochs`, or when `time_budget_s` is spent. Test users are never
 seen here.
 """
@@ -91,9 +92,13 @@ def validation_mrr(model, frame: pd.DataFrame) -> float:
     return float(per_user_metrics(sampled, frame["target_index"].to_numpy())["mrr"].mean())
 
 
+SELECTION = "best validation MRR (30 candidates) over trained epochs"
+
+
 def train_classic(config: ClassicConfig, catalogue, sequences: Mapping[int, Sequence[int]], train_users,
-                  validation: pd.DataFrame, progress: bool = True):
-    """Train one model; returns (model with the best validation weights, curve frame, summary dict)."""
+                  validation: pd.DataFrame, progress: bool = True, on_epoch=None):
+    """Train one model; returns (model with the best validation weights, curve frame, summary dict).
+    on_epoch(curve so far) is called after each epoch (the study writes the curve as it grows)."""
     _seed_everything(config.seed)
     transform = None
     if config.model == "BERT4Rec":  # before the model: the transform names the masked fields in the config
@@ -121,10 +126,11 @@ def train_classic(config: ClassicConfig, catalogue, sequences: Mapping[int, Sequ
         model.train_stage = "finetune"
         model.loss_fct = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    best, best_state, best_epoch, waited = validation_mrr(model, validation), None, 0, 0
-    rows.append({"stage": "train", "epoch": 0, "train_loss": np.nan, "validation_mrr": best,
+    # the untrained model is measured for the curve, not kept: as in RecBole, the kept model is the
+    # best trained epoch (a model that is never trained is not the model under test)
+    rows.append({"stage": "train", "epoch": 0, "train_loss": np.nan, "validation_mrr": validation_mrr(model, validation),
                  "elapsed_s": time.perf_counter() - started})
-    best_state = copy.deepcopy(model.state_dict())
+    best, best_state, best_epoch, waited = -np.inf, None, 0, 0
     stopped = "max_epochs"
     bar = tqdm(range(1, config.max_epochs + 1), desc=config.model, disable=not progress, leave=False)
     for epoch in bar:
@@ -143,6 +149,10 @@ def train_classic(config: ClassicConfig, catalogue, sequences: Mapping[int, Sequ
         if time.perf_counter() - started > config.time_budget_s:
             stopped = "time budget"
             break
+        if on_epoch is not None:
+            on_epoch(pd.DataFrame(rows))
+    if best_state is None:
+        raise ValueError(f"{config.model}: no epoch was trained (max_epochs = {config.max_epochs})")
     model.load_state_dict(best_state)
     model.eval()
     curve = pd.DataFrame(rows)
