@@ -28,7 +28,7 @@ def _planted(n_users: int = 240, seed: int = 0) -> dict[int, list[int]]:
 def _catalogue(name: str, overrides=None) -> ItemCatalogue:
     # titles share a word with the next item, so title words carry the pattern too
     titles = {i: f"part{i} part{(i + 1) % N_ITEMS} kit" for i in range(N_ITEMS)}
-    table, vocabulary = title_words(titles, N_ITEMS)
+    table, vocabulary = title_words(titles, N_ITEMS, max_share=1.0)
     return ItemCatalogue(N_ITEMS, table, len(vocabulary), model_config(name, overrides))
 
 
@@ -43,10 +43,19 @@ def _validation(sequences: dict, users) -> pd.DataFrame:
 
 
 def test_title_words_keep_words_shared_by_two_titles():
-    table, vocabulary = title_words({0: "Red Drill &amp; Bit", 1: "red saw", 2: "Blue bit"}, 4)
+    table, vocabulary = title_words({0: "Red Drill &amp; Bit", 1: "red saw", 2: "Blue bit"}, 4, max_share=1.0)
     assert vocabulary == ["bit", "red"]  # "drill", "saw", "blue" occur once; "&amp;" is unescaped away
     assert table[0].tolist()[:3] == [2, 1, 0]  # red, bit (title order), then padding
     assert table[3].tolist() == [0] * 8  # an item without a title has no attribute
+
+
+def test_title_words_drop_words_of_too_many_titles_and_keep_the_most_frequent():
+    titles = {i: "drill for wood" if i < 6 else "saw for metal" if i < 9 else "glue for wood" for i in range(20)}
+    # counts: for 20, wood 17, glue 11, drill 6, saw 3, metal 3
+    _, vocabulary = title_words(titles, 20, max_share=0.5)
+    assert vocabulary == ["drill", "metal", "saw"]  # at most 10 of 20 titles
+    _, top = title_words(titles, 20, max_share=0.9, max_vocabulary=2)
+    assert top == ["glue", "wood"]  # "for" (20 > 18) dropped, then the two most frequent
 
 
 def test_defaults_are_recboles_own():

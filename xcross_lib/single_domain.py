@@ -27,7 +27,7 @@ from .data.encoding import PromptEncoder
 from .data.protocol import item_popularity
 from .experiments import DomainData, reference_rows
 from .metrics import full_ranking_per_user, paired_ttest, per_user_metrics, summarize
-from .models.classic import MODELS, ItemCatalogue, build_model, full_scores, model_config, title_words
+from .models.classic import ATTRIBUTE_SETTINGS, MODELS, ItemCatalogue, build_model, full_scores, model_config, title_words
 from .models.source import load_source, source_dir
 from .paths import REPO_ROOT, outputs_dir, shown_path
 from .data.protocol import file_sha256
@@ -63,7 +63,7 @@ def cold_items(data: DomainData) -> dict:
 
 def classic_catalogue(model: str, data: DomainData, overrides: dict | None = None) -> ItemCatalogue:
     n_items = len(catalogue_items(data))
-    table, vocabulary = title_words(data.domain.titles, n_items)
+    table, vocabulary = title_words(data.domain.titles, n_items, **ATTRIBUTE_SETTINGS)
     return ItemCatalogue(n_items, table, len(vocabulary), model_config(model, overrides))
 
 
@@ -89,6 +89,8 @@ def train_classic_models(data: DomainData, models=MODELS, settings: dict | None 
         definition = {"kind": "classic", "config": config.to_dict(), "selection": SELECTION, "domain": data.domain.name,
                       "data_fingerprint": data.domain.fingerprint, "protocol": {k: data.protocol.info.get(k) for k in ("seed", "user_fraction", "candidates_sha256")}, "recbole": version("recbole"),
                       "torch": torch.__version__}
+        if name in ("FDSA", "S3Rec"):  # the models that read item attributes (title words)
+            definition["attributes"] = {"source": "title words", **ATTRIBUTE_SETTINGS}
         folder = root / f"{name}-{definition_digest(definition)}"
         claim_run_folder(folder, definition)
         files = {k: folder / f"{k}.parquet" for k in ("sampled", "full", "curve")}
@@ -108,7 +110,7 @@ def train_classic_models(data: DomainData, models=MODELS, settings: dict | None 
             write_json_atomic(folder / "summary.json", summary)
         out[name] = {key: pd.read_parquet(p) for key, p in files.items()}
         out[name]["summary"] = json.loads((folder / "summary.json").read_text())
-        out[name]["folder"] = shown_path(folder)
+        out[name]["folder"], out[name]["path"] = shown_path(folder), folder
     return out
 
 
@@ -193,6 +195,22 @@ def largest_xcross_point(target: str, output_dir=None) -> tuple[str, pd.DataFram
         return None
     _, folder = max(points, key=lambda p: (p[0], str(p[1])))
     return shown_path(folder), pd.read_parquet(folder / "test_per_user.parquet")
+
+
+def ship_classic(results: dict, output_dir=None) -> list[Path]:
+    """Copy each model's definition, summary, curve and per-user test rows (not its weights, whose
+    digest the summary holds) to <outputs>/reference/classic/<domain>/<folder>/, to be committed."""
+    import shutil
+
+    shipped = []
+    for info in results.values():
+        folder = Path(info["path"])
+        dest = outputs_dir(output_dir) / "reference" / "classic" / folder.parent.name / folder.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("run_definition.json", "summary.json", "curve.parquet", "sampled.parquet", "full.parquet"):
+            shutil.copy2(folder / name, dest / name)
+        shipped.append(dest)
+    return shipped
 
 
 def curves_frame(results: dict) -> pd.DataFrame:

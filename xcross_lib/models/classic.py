@@ -116,13 +116,22 @@ def model_config(name: str, overrides: Mapping | None = None, device: str = "cpu
 _WORD = re.compile(r"[a-z0-9]+")
 
 
-def title_words(titles: Mapping[int, str], n_items: int, min_items: int = 2, max_words: int = 8) -> tuple[np.ndarray, list[str]]:
+ATTRIBUTE_SETTINGS = {"min_items": 2, "max_share": 0.05, "max_vocabulary": 500, "max_words": 8}
+
+
+def title_words(titles: Mapping[int, str], n_items: int, min_items: int = 2, max_share: float = 0.05,
+                max_vocabulary: int = 500, max_words: int = 8) -> tuple[np.ndarray, list[str]]:
     """Each item's title words as attribute ids: (n_items, max_words) int64, 0 = padding, and the
     vocabulary (id k -> vocabulary[k - 1]). A word is kept when at least `min_items` titles have it
-    (a word of one title says nothing about another item)."""
+    (a word of one title says nothing about another item) and at most `max_share` of them (words
+    such as "for" and "with" say nothing either); then the `max_vocabulary` most frequent. The cap
+    keeps S3-Rec's pre-training in memory: RecBole builds a multi-hot row of every attribute for
+    every position of a batch (2,048 x 50 x vocabulary), which with Tools' 2,900 title words of two
+    or more titles took 20 GB and was killed."""
     words = {i: list(dict.fromkeys(_WORD.findall(html.unescape(str(titles.get(i, ""))).lower()))) for i in range(n_items)}
     counts = Counter(w for ws in words.values() for w in ws)
-    vocabulary = sorted(w for w, c in counts.items() if c >= min_items and len(w) > 1)
+    kept = [w for w, c in counts.items() if min_items <= c <= max_share * n_items and len(w) > 1]
+    vocabulary = sorted(sorted(kept, key=lambda w: (-counts[w], w))[:max_vocabulary])
     index = {w: k + 1 for k, w in enumerate(vocabulary)}
     table = np.zeros((n_items, max_words), dtype=np.int64)
     for i, ws in words.items():
