@@ -197,19 +197,20 @@ def largest_xcross_point(target: str, output_dir=None) -> tuple[str, pd.DataFram
     return shown_path(folder), pd.read_parquet(folder / "test_per_user.parquet")
 
 
-def ship_classic(results: dict, output_dir=None) -> list[Path]:
+def ship_classic(results: dict, output_dir=None) -> dict[str, str]:
     """Copy each model's definition, summary, curve and per-user test rows (not its weights, whose
-    digest the summary holds) to <outputs>/reference/classic/<domain>/<folder>/, to be committed."""
+    digest the summary holds) to <outputs>/reference/classic/<domain>/<folder>/, to be committed.
+    Returns {model: the shipped folder}, what a committed table names."""
     import shutil
 
-    shipped = []
-    for info in results.values():
+    shipped = {}
+    for model, info in results.items():
         folder = Path(info["path"])
         dest = outputs_dir(output_dir) / "reference" / "classic" / folder.parent.name / folder.name
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("run_definition.json", "summary.json", "curve.parquet", "sampled.parquet", "full.parquet"):
             shutil.copy2(folder / name, dest / name)
-        shipped.append(dest)
+        shipped[model] = shown_path(dest)
     return shipped
 
 
