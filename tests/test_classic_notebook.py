@@ -1,6 +1,8 @@
 """Notebook 12 end to end on tiny made data: the classic models beside the reference rows and a
 source model, on 30 candidates and over all items."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -11,9 +13,14 @@ pytestmark = pytest.mark.smoke
 
 def test_notebook_12_writes_both_tables_with_every_row(tiny_data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("XCROSS_OUTPUTS_DIR", str(tmp_path / "out"))
+    # titles whose words are shared by 2 or 3 of the 60 items: attributes for FDSA and S3-Rec
+    meta = tiny_data_dir / "Tools" / "meta_data.json"
+    meta.write_text(json.dumps({asin: f"part{int(asin[1:]) // 2} kit{int(asin[1:]) // 3}"
+                                for asin in json.loads(meta.read_text())}))
     common = {"data_dir": str(tiny_data_dir), "max_length": 64}
     run.run_notebook("01_source_lora", {**common, "domain": "Tools", "backbone": "tiny-bert", "n_train_users": 8,
-                                        "n_val_users": 8, "n_test_users": 8, "train_candidates": 4, "bf16": False},
+                                        "n_val_users": 8, "n_test_users": 8, "train_candidates": 4, "bf16": False,
+                                        "encoding": "separate"},
                      profile="smoke", output=tmp_path / "01.ipynb", progress=False)
     run.run_notebook("12_classic", {**common, "target": "Tools", "models": "SASRec,S3Rec", "max_epochs": 2,
                                     "pretrain_budget_s": 0}, profile="smoke", output=tmp_path / "12.ipynb", progress=False)
@@ -36,3 +43,15 @@ def test_notebook_12_writes_both_tables_with_every_row(tiny_data_dir, tmp_path, 
                                     "pretrain_budget_s": 0}, profile="smoke", output=tmp_path / "12b.ipynb", progress=False)
     after = sorted(p.stat().st_mtime for p in (tmp_path / "out" / "classic" / "Tools").glob("*/model.pt"))
     assert before == after
+
+
+def test_fdsa_without_attribute_words_is_refused_with_the_fix(tiny_data_dir, tmp_path, monkeypatch):
+    from xcross_lib.errors import DataError
+    from xcross_lib.experiments import DomainData
+    from xcross_lib.single_domain import classic_catalogue
+
+    monkeypatch.setenv("XCROSS_OUTPUTS_DIR", str(tmp_path / "out"))
+    data = DomainData.load("Tools", tiny_data_dir)  # titles "Item i &amp; thing number i % 7": no word in 2 to 3 titles
+    with pytest.raises(DataError, match="FDSA reads item attributes.*-p models SASRec,BERT4Rec"):
+        classic_catalogue("FDSA", data)
+    assert classic_catalogue("SASRec", data).num("item_id") == 61

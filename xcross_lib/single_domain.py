@@ -31,9 +31,10 @@ from .models.classic import ATTRIBUTE_SETTINGS, MODELS, ItemCatalogue, build_mod
 from .models.source import load_source, source_dir
 from .paths import REPO_ROOT, outputs_dir, shown_path
 from .data.protocol import file_sha256
+from .errors import DataError
 from .provenance import claim_run_folder, definition_digest, now_utc, write_json_atomic
 from .training.classic import SELECTION, ClassicConfig, train_classic
-from .training.evaluate import two_tower_full_scores
+from .training.evaluate import evaluate_scorer, two_tower_full_scores, two_towers
 from .training.trainer import bf16_available
 
 SUMMARY_METRICS = ("hit@1", "hit@3", "hit@10", "mrr", "ndcg@10")
@@ -64,6 +65,11 @@ def cold_items(data: DomainData) -> dict:
 def classic_catalogue(model: str, data: DomainData, overrides: dict | None = None) -> ItemCatalogue:
     n_items = len(catalogue_items(data))
     table, vocabulary = title_words(data.domain.titles, n_items, **ATTRIBUTE_SETTINGS)
+    if model in ("FDSA", "S3Rec") and not vocabulary:
+        raise DataError(
+            f"{model} reads item attributes, the title words shared by {ATTRIBUTE_SETTINGS['min_items']} or more and "
+            f"at most {ATTRIBUTE_SETTINGS['max_share']:.0%} of {data.domain.name}'s titles, and there is none. "
+            "Fix: run SASRec and BERT4Rec only (-p models SASRec,BERT4Rec), or give the items longer titles.")
     return ItemCatalogue(n_items, table, len(vocabulary), model_config(model, overrides))
 
 
@@ -129,10 +135,14 @@ def reference_and_source_rows(data: DomainData, source: str | None, seed: int = 
     if source is not None:
         model = load_source(source)
         encoder = PromptEncoder(model.tokenizer, data.domain.titles, max_length, model.config.encoding)
-        full = two_tower_full_scores(model, encoder, test["history"].tolist(), items,
-                                     bf16=bf16_available(torch.device("cpu")), progress=progress,
-                                     desc=f"{source} source model")
-        sampled, ranked = _frame_scores(full, test)
+        bf16 = bf16_available(torch.device("cpu"))
+        if two_towers(model):
+            full = two_tower_full_scores(model, encoder, test["history"].tolist(), items, bf16=bf16,
+                                         progress=progress, desc=f"{source} source model")
+            sampled, ranked = _frame_scores(full, test)
+        else:  # a cross-encoder reads each (history, item) pair: every item is out of reach on a CPU
+            print(f"{source}: a cross-encoder (encoding 'pair'); scored on the 30 candidates only")
+            sampled, ranked = evaluate_scorer(model, encoder, test, bf16=bf16, progress=progress), None
         folder = source_dir(source)
         rows[f"{source} source model"] = {"sampled": sampled, "full": ranked, "model_files": shown_path(folder),
                                           "model_sha256": file_sha256(folder / "adapter_model.safetensors")[:10]}
@@ -180,16 +190,19 @@ def full_ranking_table(results: dict, rows: dict) -> pd.DataFrame:
     return table
 
 
-def largest_xcross_point(target: str, output_dir=None) -> tuple[str, pd.DataFrame] | None:
-    """The X-Cross learning-curve point (notebook 11) of this target with the most training users,
-    as (its folder, its per-user test metrics), or None where there is none. The t-test refuses it
-    unless it scored the same test users."""
+def largest_xcross_point(data: DomainData, output_dir=None) -> tuple[str, pd.DataFrame] | None:
+    """The X-Cross learning-curve point (notebook 11) of this domain, on these data and candidate
+    lists (its definition's fingerprints), with the most training users, as (its folder, its per-user
+    test metrics); None where there is none. The t-test also refuses it unless it scored the same users."""
     roots = dict.fromkeys([outputs_dir(output_dir) / "reference", REPO_ROOT / "outputs" / "reference"])
     points = []
     for root in roots:
-        for path in root.glob(f"learning_curve/{target}-*-learning-curve/X-Cross*/point.json"):
+        for path in root.glob(f"learning_curve/{data.domain.name}-*-learning-curve/X-Cross*/point.json"):
             point = json.loads(path.read_text())
-            if (path.parent / "test_per_user.parquet").is_file():
+            definition = json.loads((path.parent / "run_definition.json").read_text()).get("definition", {})
+            same_data = (definition.get("data_fingerprint") == data.domain.fingerprint
+                         and definition.get("candidates_sha256") == data.protocol.info.get("candidates_sha256"))
+            if same_data and (path.parent / "test_per_user.parquet").is_file():
                 points.append((point.get("size") or 10**9, path.parent))
     if not points:
         return None
