@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/classic_probe.py BATCH LR BUDGET_S     # SASRec on Tools, e.g. 256 0.001 420
 """
-import sys, time
+import sys
 from xcross_lib.experiments import DomainData
 from xcross_lib.single_domain import classic_catalogue
 from xcross_lib.training.classic import ClassicConfig, train_classic

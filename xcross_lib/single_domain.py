@@ -20,20 +20,18 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
-from tqdm.auto import tqdm
 
-from .baselines import popularity_scores, random_scores
 from .data.encoding import PromptEncoder
 from .data.protocol import item_popularity
 from .experiments import DomainData, reference_rows
-from .metrics import full_ranking_per_user, paired_ttest, per_user_metrics, summarize
-from .models.classic import ATTRIBUTE_SETTINGS, MODELS, ItemCatalogue, build_model, full_scores, model_config, title_words
+from .metrics import full_ranking_per_user, paired_ttest, summarize
+from .models.classic import ATTRIBUTE_SETTINGS, MODELS, ItemCatalogue, full_scores, model_config, title_words
 from .models.source import load_source, source_dir
 from .paths import REPO_ROOT, outputs_dir, shown_path
 from .data.protocol import file_sha256
 from .errors import DataError
 from .provenance import claim_run_folder, definition_digest, now_utc, write_json_atomic
-from .training.classic import SELECTION, ClassicConfig, train_classic
+from .training.classic import SELECTION, ClassicConfig, sampled_per_user, train_classic
 from .training.evaluate import evaluate_scorer, two_tower_full_scores, two_towers
 from .training.trainer import bf16_available
 
@@ -75,9 +73,7 @@ def classic_catalogue(model: str, data: DomainData, overrides: dict | None = Non
 
 def _frame_scores(full: np.ndarray, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(sampled, full-ranking) per-user metrics from (users, items) scores."""
-    cands = np.stack(frame["candidates"].to_numpy())
-    sampled = per_user_metrics(np.take_along_axis(full, cands, axis=1), frame["target_index"].to_numpy(),
-                               frame["user"].to_numpy())
+    sampled = sampled_per_user(full, frame)
     ranked = full_ranking_per_user(full, frame["target"].to_numpy(), frame["history"].tolist(), frame["user"].to_numpy())
     return sampled, ranked
 

@@ -85,11 +85,15 @@ def _epoch(model, histories, targets, config: ClassicConfig, optimizer, rng, tra
     return float(np.mean(losses))
 
 
-def validation_mrr(model, frame: pd.DataFrame) -> float:
-    scores = full_scores(model, frame["history"].tolist())
+def sampled_per_user(full: np.ndarray, frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-user metrics on the frame's stored candidate lists, from (users, items) scores."""
     cands = np.stack(frame["candidates"].to_numpy())
-    sampled = np.take_along_axis(scores, cands, axis=1)
-    return float(per_user_metrics(sampled, frame["target_index"].to_numpy())["mrr"].mean())
+    return per_user_metrics(np.take_along_axis(full, cands, axis=1), frame["target_index"].to_numpy(),
+                            frame["user"].to_numpy())
+
+
+def validation_mrr(model, frame: pd.DataFrame) -> float:
+    return float(sampled_per_user(full_scores(model, frame["history"].tolist()), frame)["mrr"].mean())
 
 
 SELECTION = "best validation MRR (30 candidates) over trained epochs"
