@@ -125,7 +125,7 @@ def _rules(data_dir=None) -> dict[str, Callable]:
     return {
         "seed": integer(0),
         "epochs": integer(1),  # notebook 11's "auto" is its default, which is always accepted
-        **{k: positive for k in ("batch_size", "grad_accumulation", "train_candidates", "max_length", "n_candidates",
+        **{k: positive for k in ("batch_size", "train_batch_size", "grad_accumulation", "train_candidates", "max_length", "n_candidates",
                                  "n_subsets", "max_epochs", "min_examples", "n_val_users", "checkpoint_every")},
         "n_train_users": integer(1, none="every training user"),
         "n_test_users": integer(1, none="every test user"),
