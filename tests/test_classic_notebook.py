@@ -43,6 +43,14 @@ def test_notebook_12_writes_both_tables_with_every_row(tiny_data_dir, tmp_path, 
                                     "pretrain_budget_s": 0}, profile="smoke", output=tmp_path / "12b.ipynb", progress=False)
     after = sorted(p.stat().st_mtime for p in (tmp_path / "out" / "classic" / "Tools").glob("*/model.pt"))
     assert before == after
+    from xcross_lib import single_domain
+    from xcross_lib.experiments import DomainData
+
+    search = single_domain.classic_search(DomainData.load("Tools", tiny_data_dir))  # validation figures only
+    assert sorted(search["model"]) == ["S3Rec", "SASRec"] and search["best for model (validation)"].all()
+    assert not any(c.startswith(("hit@", "mrr", "ndcg", "test")) for c in search.columns)
+    assert search["validation_mrr"].tolist() == [round(100 * json.loads(p.read_text())["validation_mrr"], 2) for p in
+                                                 sorted((tmp_path / "out" / "classic" / "Tools").glob("*/summary.json"))]
 
 
 def test_fdsa_without_attribute_words_is_refused_with_the_fix(tiny_data_dir, tmp_path, monkeypatch):
@@ -55,3 +63,47 @@ def test_fdsa_without_attribute_words_is_refused_with_the_fix(tiny_data_dir, tmp
     with pytest.raises(DataError, match="FDSA reads item attributes.*-p models SASRec,BERT4Rec"):
         classic_catalogue("FDSA", data)
     assert classic_catalogue("SASRec", data).num("item_id") == 61
+
+
+def test_a_learning_curve_xcross_is_rebuilt_verified_and_ranked_over_all_items(tiny_data_dir, tmp_path, monkeypatch):
+    from xcross_lib import single_domain
+    from xcross_lib.errors import DataError
+    from xcross_lib.experiments import DomainData
+
+    monkeypatch.setenv("XCROSS_OUTPUTS_DIR", str(tmp_path / "out"))
+    common = {"data_dir": str(tiny_data_dir), "max_length": 64}
+    for domain in ("Tools", "Sports"):
+        run.run_notebook("01_source_lora", {**common, "domain": domain, "backbone": "tiny-bert", "n_train_users": 8,
+                                            "n_val_users": 8, "n_test_users": 8, "train_candidates": 4, "bf16": False,
+                                            "encoding": "separate"},
+                         profile="smoke", output=tmp_path / f"01-{domain}.ipynb", progress=False)
+    run.run_notebook("11_learning_curve", {**common, "target": "Toys", "sources": "Tools,Sports", "model": "X-Cross",
+                                           "n_train_users": 8, "epochs": 2, "n_val_users": 8, "train_candidates": 4,
+                                           "learning_rate": 3e-2, "validate_every": 1, "bf16": False,
+                                           "write_reference": True},
+                     profile="smoke", output=tmp_path / "11.ipynb", progress=False)
+    data = DomainData.load("Toys", tiny_data_dir)
+    folder, per_user = single_domain.largest_xcross_point(data)
+    assert folder.parent.parent.name == "learning_curve" and len(per_user) == len(data.frames["test"]) == 8
+    row = single_domain.xcross_point_rows(data, folder, progress=False)
+    # the rebuilt model gave the point's own candidate ranks (checked inside); over all items the
+    # same scores can only rank each target as low or lower
+    both = row["sampled"].merge(row["full"], on="user", suffixes=("_sampled", "_full"))
+    assert len(both) == 8 and (both["rank_full"] >= both["rank_sampled"]).all()
+    assert (both["rank_full"] > both["rank_sampled"]).any()  # 60 items, 30 candidates: some other item outranks
+    point = json.loads((folder / "point.json").read_text())
+    assert row["model_sha256"] == ("untrained" if point["kept_step"] == 0 else row["model_sha256"])
+    assert point["kept_step"] == 0 or len(row["model_sha256"]) == 10
+    # another point's ranks (here: shifted by one) are not reproduced: refused, not reported
+    shifted = per_user.assign(rank=per_user["rank"] + 1)
+    shifted.to_parquet(folder / "test_per_user.parquet")
+    with pytest.raises(DataError, match="does not give the point's own candidate ranks"):
+        single_domain.xcross_point_rows(data, folder, progress=False)
+    per_user.to_parquet(folder / "test_per_user.parquet")
+    # a trained point whose weights are not on this machine keeps its sampled row, without a full one
+    point["kept_step"] = max(point["kept_step"], 1)
+    (folder / "point.json").write_text(json.dumps(point))
+    for best in (tmp_path / "out" / "xcross").glob(f"*/{folder.name}/run/best.pt"):
+        best.unlink()
+    missing = single_domain.xcross_point_rows(data, folder, progress=False)
+    assert missing["full"] is None and missing["sampled"]["rank"].equals(per_user["rank"])

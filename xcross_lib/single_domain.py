@@ -30,7 +30,7 @@ from .models.source import load_source, source_dir
 from .paths import REPO_ROOT, outputs_dir, shown_path
 from .data.protocol import file_sha256
 from .errors import DataError
-from .provenance import claim_run_folder, definition_digest, now_utc, write_json_atomic
+from .provenance import RUN_DEFINITION, claim_run_folder, definition_digest, now_utc, write_json_atomic
 from .training.classic import SELECTION, ClassicConfig, sampled_per_user, train_classic
 from .training.evaluate import evaluate_scorer, two_tower_full_scores, two_towers
 from .training.trainer import bf16_available
@@ -186,16 +186,17 @@ def full_ranking_table(results: dict, rows: dict) -> pd.DataFrame:
     return table
 
 
-def largest_xcross_point(data: DomainData, output_dir=None) -> tuple[str, pd.DataFrame] | None:
+def largest_xcross_point(data: DomainData, output_dir=None) -> tuple[Path, pd.DataFrame] | None:
     """The X-Cross learning-curve point (notebook 11) of this domain, on these data and candidate
-    lists (its definition's fingerprints), with the most training users, as (its folder, its per-user
-    test metrics); None where there is none. The t-test also refuses it unless it scored the same users."""
+    lists (its definition's fingerprints), with the most training users, as (its shipped folder, its
+    per-user test metrics); None where there is none. The t-test also refuses it unless it scored the
+    same users."""
     roots = dict.fromkeys([outputs_dir(output_dir) / "reference", REPO_ROOT / "outputs" / "reference"])
     points = []
     for root in roots:
         for path in root.glob(f"learning_curve/{data.domain.name}-*-learning-curve/X-Cross*/point.json"):
             point = json.loads(path.read_text())
-            definition = json.loads((path.parent / "run_definition.json").read_text()).get("definition", {})
+            definition = json.loads((path.parent / RUN_DEFINITION).read_text()).get("definition", {})
             same_data = (definition.get("data_fingerprint") == data.domain.fingerprint
                          and definition.get("candidates_sha256") == data.protocol.info.get("candidates_sha256"))
             if same_data and (path.parent / "test_per_user.parquet").is_file():
@@ -203,7 +204,62 @@ def largest_xcross_point(data: DomainData, output_dir=None) -> tuple[str, pd.Dat
     if not points:
         return None
     _, folder = max(points, key=lambda p: (p[0], str(p[1])))
-    return shown_path(folder), pd.read_parquet(folder / "test_per_user.parquet")
+    return folder, pd.read_parquet(folder / "test_per_user.parquet")
+
+
+def xcross_point_rows(data: DomainData, folder: Path, output_dir=None, progress: bool = True) -> dict:
+    """A learning-curve point's X-Cross as a row of both tables: {"sampled": the point's own per-user
+    test metrics, "full": over every item (None, with the reason printed, where it cannot be rebuilt
+    here), "model_files", "model_sha256"}.
+
+    The model is rebuilt from the point's definition (source adapters, X-Cross settings, head) with
+    the state it kept: none to load where it kept step 0 (the untrained X-Cross), else run/best.pt of
+    its training folder, which is not shipped. Two towers: each title and history encoded once. The
+    rebuilt model must give the point's own candidate ranks (within float noise), else DataError."""
+    from .experiments import build_xcross, source_models
+    from .models.xcross import XCrossConfig
+
+    folder = Path(folder)
+    point = json.loads((folder / "point.json").read_text())
+    definition = json.loads((folder / RUN_DEFINITION).read_text())["definition"]
+    sampled = pd.read_parquet(folder / "test_per_user.parquet")
+    row = {"sampled": sampled, "full": None, "model_files": shown_path(folder), "model_sha256": ""}
+    names = [s["name"] for s in definition["sources"]]
+    if [s["adapter_sha256"] for s in source_models(names)] != [s["adapter_sha256"] for s in definition["sources"]]:
+        print(f"{folder.name}: its source adapters are not the ones here; not ranked over all items")
+        return row
+    state = None
+    if point["kept_step"]:
+        found = [p for base in dict.fromkeys([outputs_dir(output_dir), REPO_ROOT / "outputs"])
+                 if (p := base / "xcross" / folder.parent.name / folder.name / "run" / "best.pt").is_file()]
+        if not found:
+            print(f"{folder.name}: its kept weights (run/best.pt of its training folder) are not on this machine; "
+                  "not ranked over all items")
+            return row
+        state = torch.load(found[0], weights_only=True)
+        row["model_sha256"] = file_sha256(found[0])[:10]
+    else:
+        row["model_sha256"] = "untrained"
+    model = build_xcross(names, XCrossConfig(**definition["xcross"]), names.index(definition["head_from"]))
+    if state is not None:
+        model.load_trainable_state(state)
+    if not two_towers(model):
+        print(f"{folder.name}: a cross-encoder X-Cross reads each (history, item) pair; not ranked over all items")
+        return row
+    test = data.frames["test"]
+    encoder = PromptEncoder(model.tokenizer, data.domain.titles, definition["train"]["max_length"], "separate")
+    full = two_tower_full_scores(model, encoder, test["history"].tolist(), catalogue_items(data),
+                                 bf16=bf16_available(torch.device("cpu")), progress=progress, desc=f"X-Cross {folder.name}")
+    again, ranked = _frame_scores(full, test)
+    both = sampled[["user", "rank"]].merge(again[["user", "rank"]], on="user", suffixes=("_point", "_rebuilt"))
+    same = (both["rank_point"] == both["rank_rebuilt"]).mean() if len(both) == len(sampled) == len(test) else 0.0
+    mrr_gap = abs(100 * (sampled["mrr"].mean() - again["mrr"].mean()))
+    if same < 0.99 or mrr_gap > 0.05:
+        raise DataError(f"the X-Cross rebuilt from {shown_path(folder)} does not give the point's own candidate ranks "
+                        f"({same:.1%} of {len(test)} test users the same, MRR {mrr_gap:.2f} points apart): its "
+                        "source models or weights are not the ones it was trained with")
+    row["full"] = ranked
+    return row
 
 
 def ship_classic(results: dict, output_dir=None) -> dict[str, str]:
@@ -221,6 +277,35 @@ def ship_classic(results: dict, output_dir=None) -> dict[str, str]:
             shutil.copy2(folder / name, dest / name)
         shipped[model] = shown_path(dest)
     return shipped
+
+
+def classic_search(data: DomainData, output_dir=None) -> pd.DataFrame:
+    """Every classic model run of this domain on these data and candidates (here or shipped): its
+    settings and validation MRR only (no test figure), the best per model marked. The record of the
+    search behind notebook 12's settings."""
+    roots = dict.fromkeys([outputs_dir(output_dir) / "classic", outputs_dir(output_dir) / "reference" / "classic",
+                           REPO_ROOT / "outputs" / "reference" / "classic"])
+    rows, seen = [], set()
+    for root in roots:
+        for path in sorted(root.glob(f"{data.domain.name}/*/summary.json")):
+            definition = json.loads((path.parent / RUN_DEFINITION).read_text())["definition"]
+            same_data = (definition["data_fingerprint"] == data.domain.fingerprint
+                         and definition["protocol"]["candidates_sha256"] == data.protocol.info.get("candidates_sha256"))
+            if path.parent.name in seen or not same_data:
+                continue
+            seen.add(path.parent.name)
+            summary, config = json.loads(path.read_text()), definition["config"]
+            rows.append({"model": summary["model"], **{k: config[k] for k in ("train_batch_size", "learning_rate",
+                                                                                "time_budget_s", "overrides")},
+                         "validation_mrr": round(100 * summary["validation_mrr"], 2), "best_epoch": summary["best_epoch"],
+                         "epochs_run": summary["epochs_run"], "stopped": summary["stopped"],
+                         "train_s": round(summary["train_s"], 1), "folder": path.parent.name})
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["overrides"] = table["overrides"].map(lambda o: json.dumps(o, sort_keys=True) if o else "")
+        best = table.groupby("model")["validation_mrr"].transform("max")
+        table["best for model (validation)"] = table["validation_mrr"].eq(best)
+    return table
 
 
 def curves_frame(results: dict) -> pd.DataFrame:
