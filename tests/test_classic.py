@@ -150,3 +150,21 @@ def test_two_tower_full_scores_restricted_equal_the_candidate_scores():
     sampled = score_candidates(model, encoder, frame, progress=False)
     np.testing.assert_allclose(np.take_along_axis(full, np.stack(frame["candidates"].to_numpy()), axis=1), sampled,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_order_changes_and_place_plot_follow_the_two_metrics():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from xcross_lib.plots import plot_place_changes
+    from xcross_lib.report import order_changes
+
+    full = pd.DataFrame({"model": ["A", "B", "C"], "sampled mrr": [20.0, 15.0, 10.0], "full mrr": [1.0, 0.2, 0.5],
+                         "spearman (orders by mrr)": 0.5, "kendall (orders by mrr)": 1 / 3, "target": "T",
+                         "results": "outputs"})
+    (row,) = order_changes(full).to_dict("records")
+    assert row["order by sampled MRR"] == "A > B > C" and row["order by full-ranking MRR"] == "A > C > B"
+    assert row["models"] == 3 and row["spearman"] == 0.5
+    ax = plot_place_changes(full)
+    places = {tuple(line.get_ydata()) for line in ax.get_lines()}
+    assert places == {(1.0, 1.0), (2.0, 3.0), (3.0, 2.0)}  # B falls from 2nd to 3rd, C rises

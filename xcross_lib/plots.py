@@ -168,3 +168,18 @@ def plot_sampled_vs_full(table: pd.DataFrame, metric: str = "mrr"):
     axes[1].set(xlabel=f"{metric.upper()} (%), all items")
     fig.tight_layout()
     return fig
+
+
+def plot_place_changes(table: pd.DataFrame, metric: str = "mrr", ax=None):
+    """Each model's place by the sampled metric (left) and by the full-ranking one (right), joined."""
+    ax = ax or plt.gca()
+    sampled = table[f"sampled {metric}"].rank(ascending=False, method="first")
+    full = table[f"full {metric}"].rank(ascending=False, method="first")
+    for k, (name, a, b) in enumerate(zip(table["model"], sampled, full)):
+        ax.plot([0, 1], [a, b], marker="o", color=f"C{k % 10}")
+        ax.annotate(name, (0, a), xytext=(-6, 0), textcoords="offset points", ha="right", va="center", fontsize=8)
+        ax.annotate(name, (1, b), xytext=(6, 0), textcoords="offset points", ha="left", va="center", fontsize=8)
+    ax.set(xticks=[0, 1], xticklabels=["30 candidates", "all items"], xlim=(-0.8, 1.8), ylabel=f"place by {metric.upper()}")
+    ax.invert_yaxis()
+    return ax
+

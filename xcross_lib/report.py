@@ -135,6 +135,24 @@ def learning_curves(output_dir=None) -> pd.DataFrame:
     return _read_all("reference/learning_curve_*.csv", output_dir)
 
 
+def full_rankings(output_dir=None) -> pd.DataFrame:
+    """Notebook 12's tables of sampled (30 candidates) and full-ranking metrics per target."""
+    return _read_all("reference/full_ranking_*.csv", output_dir)
+
+
+def order_changes(full: pd.DataFrame) -> pd.DataFrame:
+    """Per target: the models in order of sampled MRR and of full-ranking MRR, and the rank
+    correlations of the two orders (Krichene and Rendle, KDD 2020: sampled metrics can reverse it)."""
+    rows = []
+    for (results, target), t in full.groupby(["results", "target"], sort=True):
+        rows.append({"target": target, "models": len(t),
+                     "order by sampled MRR": " > ".join(t.sort_values("sampled mrr", ascending=False)["model"]),
+                     "order by full-ranking MRR": " > ".join(t.sort_values("full mrr", ascending=False)["model"]),
+                     "spearman": t["spearman (orders by mrr)"].iloc[0], "kendall": t["kendall (orders by mrr)"].iloc[0],
+                     "results": results})
+    return pd.DataFrame(rows)
+
+
 def layer_sweeps(output_dir=None) -> pd.DataFrame:
     return _read_all("xcross/*-layer-sweep.csv", output_dir)
 
