@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 import yaml
 
@@ -256,3 +257,22 @@ def test_download_without_network_exits_2_with_one_message(tmp_path):
     assert proc.returncode == 2
     assert "error: could not download http://127.0.0.1:9/none/Tools/" in proc.stderr and "Fix:" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.unit
+def test_a_run_names_the_commit_it_started_with_not_a_later_checkout(tmp_path, monkeypatch):
+    from xcross_lib import provenance
+
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(provenance, "_COMMIT_AT_START", {})
+    at_start = provenance.git_commit()
+    assert len(at_start) == 40 and not at_start.endswith("+dirty")
+    (tmp_path / "code.py").write_text("x = 2\n")  # the checkout changes while the run goes on
+    assert provenance.checkout_commit() == at_start + "+dirty"
+    assert provenance.git_commit() == at_start  # the code this process imported
+    assert provenance.stamp(pd.DataFrame({"a": [1]}), "cmd")["commit"].iloc[0] == at_start

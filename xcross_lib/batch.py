@@ -48,7 +48,7 @@ import yaml
 
 from .errors import ParameterError
 from .paths import NOTEBOOKS_DIR, REPO_ROOT, outputs_dir, shown_path
-from .provenance import git_commit, now_utc
+from .provenance import checkout_commit, now_utc
 from .run import load_profile, notebook_path, resolve_parameters
 
 
@@ -218,7 +218,7 @@ def execute(run: Run, profile: str | None, notebooks_dir: Path, claim: Claim | N
         cmd += ["--profile", profile]
     for k, v in run.parameters.items():
         cmd += ["-p", k, _cli_value(v)]
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), checkout_commit(short=True)  # the code the run's process imports
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     fds = (claim.fd,) if claim is not None and claim.fd is not None else ()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT,
@@ -233,7 +233,7 @@ def execute(run: Run, profile: str | None, notebooks_dir: Path, claim: Claim | N
     return {"key": run.key, "notebook": run.notebook, "parameters": run.parameters,
             "status": "ok" if proc.returncode == 0 else "failed", "returncode": proc.returncode,
             "wall_s": round(time.perf_counter() - started, 1), "executed_notebook": output,
-            "error": error_message(stderr) if proc.returncode else "", "commit": git_commit(short=True),
+            "error": error_message(stderr) if proc.returncode else "", "commit": commit,
             "finished_at": now_utc()}
 
 

@@ -18,7 +18,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_commit(short: bool = False) -> str:
-    """HEAD of the repository, with '+dirty' when tracked files have uncommitted changes."""
+    """HEAD of the repository, with '+dirty' when tracked files have uncommitted changes, as it was
+    when this process first asked: a process runs the code it imported, not a later checkout (a run
+    that spans a commit would otherwise name the newer one)."""
+    if short not in _COMMIT_AT_START:
+        _COMMIT_AT_START[short] = checkout_commit(short)
+    return _COMMIT_AT_START[short]
+
+
+def checkout_commit(short: bool = False) -> str:
+    """HEAD of the repository now (with '+dirty'): what a process started now would run."""
     try:
         run = lambda *a: subprocess.run(  # noqa: E731
             ["git", *a], cwd=REPO_ROOT, capture_output=True, text=True, check=True
@@ -28,6 +37,10 @@ def git_commit(short: bool = False) -> str:
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+_COMMIT_AT_START: dict[bool, str] = {}
+git_commit(), git_commit(short=True)  # at import: before any later change to the checkout
 
 
 def now_utc() -> str:
