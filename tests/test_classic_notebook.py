@@ -46,7 +46,16 @@ def test_notebook_12_writes_both_tables_with_every_row(tiny_data_dir, tmp_path, 
     from xcross_lib import single_domain
     from xcross_lib.experiments import DomainData
 
-    search = single_domain.classic_search(DomainData.load("Tools", tiny_data_dir))  # validation figures only
+    data = DomainData.load("Tools", tiny_data_dir)
+    test = data.frames["test"]
+    seen = {i for u in data.frames["train"]["user"] for i in data.domain.sequences[int(u)]}
+    cold = ~test["target"].isin(seen)
+    ranks = pd.DataFrame({"user": test["user"], "rank": [1 + k % 4 for k in range(len(test))]}).assign(
+        mrr=lambda f: 1 / f["rank"])
+    (row,) = single_domain.cold_target_table(data, {"m": ranks}).to_dict("records")
+    assert row["cold-target users"] == cold.sum() == single_domain.cold_items(data)["test targets unseen in training"]
+    assert row["MRR (other users)"] == pytest.approx(round(100 * ranks.loc[~cold.to_numpy(), "mrr"].mean(), 2))
+    search = single_domain.classic_search(data)  # validation figures only
     assert sorted(search["model"]) == ["S3Rec", "SASRec"] and search["best for model (validation)"].all()
     assert not any(c.startswith(("hit@", "mrr", "ndcg", "test")) for c in search.columns)
     assert search["validation_mrr"].tolist() == [round(100 * json.loads(p.read_text())["validation_mrr"], 2) for p in

@@ -43,11 +43,16 @@ def catalogue_items(data: DomainData) -> np.ndarray:
     return np.arange(1 + max(data.domain.asins))
 
 
-def cold_items(data: DomainData) -> dict:
-    """How many test targets and candidates are items that no training user has."""
+def _seen_in_training(data: DomainData) -> set[int]:
     seen = set()
     for u in data.frames["train"]["user"]:
         seen.update(data.domain.sequences[int(u)])
+    return seen
+
+
+def cold_items(data: DomainData) -> dict:
+    """How many test targets and candidates are items that no training user has."""
+    seen = _seen_in_training(data)
     test = data.frames["test"]
     cands = np.stack(test["candidates"].to_numpy())
     return {
@@ -58,6 +63,22 @@ def cold_items(data: DomainData) -> dict:
         "items unseen in training": int(len(catalogue_items(data)) - len(seen)),
         "items": int(len(catalogue_items(data))),
     }
+
+
+def cold_target_table(data: DomainData, per_user: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """How each model scores the test users whose target no training user has (an ID model holds
+    an untrained embedding for it) against the other test users: users, mean rank and MRR (percent)
+    of each group on the 30 candidates. per_user: {model: its per-user test rows}."""
+    test = data.frames["test"]
+    cold_users = set(test.loc[~test["target"].isin(_seen_in_training(data)), "user"])
+    rows = []
+    for name, frame in per_user.items():
+        cold = frame["user"].isin(cold_users)
+        rows.append({"model": name, "cold-target users": int(cold.sum()),
+                     "mean rank (cold targets)": frame.loc[cold, "rank"].mean(),
+                     "MRR (cold targets)": 100 * frame.loc[cold, "mrr"].mean(),
+                     "MRR (other users)": 100 * frame.loc[~cold, "mrr"].mean()})
+    return pd.DataFrame(rows).round(2)
 
 
 def classic_catalogue(model: str, data: DomainData, overrides: dict | None = None) -> ItemCatalogue:
