@@ -168,3 +168,13 @@ def test_order_changes_and_place_plot_follow_the_two_metrics():
     ax = plot_place_changes(full)
     places = {tuple(line.get_ydata()) for line in ax.get_lines()}
     assert places == {(1.0, 1.0), (2.0, 3.0), (3.0, 2.0)}  # B falls from 2nd to 3rd, C rises
+
+
+def test_an_epoch_starts_only_when_it_would_end_within_a_quarter_past_the_budget():
+    from xcross_lib.training.classic import next_epoch_fits
+
+    assert next_epoch_fits(400.0, 110.0, 480.0)  # ends about 510 s: within 600
+    assert next_epoch_fits(474.0, 118.0, 480.0)  # 592 s (Sports' BERT4Rec's last epoch)
+    assert not next_epoch_fits(470.0, 150.0, 480.0)  # 620 s: past the 10-minute bar, not started
+    assert not next_epoch_fits(481.0, 1.0, 480.0)  # the budget is spent
+    assert next_epoch_fits(100.0, 400.0, 480.0) and not next_epoch_fits(100.0, 600.0, 480.0, overrun=0.25)

@@ -168,6 +168,7 @@ def _rules(data_dir=None) -> dict[str, Callable]:
         "sizes": list_of_integers(1),
         "k_values": list_of_integers(1, words=("all",)),
         "write_reference": boolean,
+        "score_test": boolean,
         "train_head": boolean,
     }
 

@@ -423,7 +423,7 @@ def xcross_definition(data: DomainData, source_names: list[str], xcross_config, 
 
 
 def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_config: TrainConfig,
-               train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out: Path, head_from: int = 0,
+               train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame | None, out: Path, head_from: int = 0,
                with_untrained: bool = True, progress: bool = True, model=None, kind: str = "X-Cross",
                model_settings: dict | None = None) -> XCrossRun:
     """Build X-Cross over the sources (or take `model`, e.g. a baseline, with `model_settings`
@@ -433,7 +433,7 @@ def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_c
     model settings, source model digests, data, users, training settings), so a run with other
     settings never resumes from or overwrites this one; the folder holds run_definition.json and is
     refused for any other definition. An interrupted run resumes from its checkpoint, a finished
-    one is not trained again. Results: test_per_user.parquet, xcross.json (the record)."""
+    one is not trained again. Results: test_per_user.parquet (test None: none, validation only), xcross.json."""
     commit, started_at = git_commit(), now_utc()
     model = model if model is not None else build_xcross(source_names, xcross_config, head_from)
     if not train_config.train_head:
@@ -444,17 +444,19 @@ def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_c
     out = out.with_name(f"{out.name}-{definition_digest(definition)}")
     digest = claim_run_folder(out, definition)
     encoder = PromptEncoder(model.tokenizer, data.domain.titles, train_config.max_length, scorer_config_of(model).encoding)
-    untrained = evaluate_scorer(model, encoder, test, progress=False) if with_untrained else None
+    untrained = evaluate_scorer(model, encoder, test, progress=False) if with_untrained and test is not None else None
     result = train_scorer(model, encoder, train, val, train_config, out / "run", progress=progress)
-    per_user = evaluate_scorer(model, encoder, test, bf16=result.bf16, progress=False)
-    per_user.to_parquet(out / "test_per_user.parquet")
+    per_user = None
+    if test is not None:  # None: a validation-only run (a search point); its test users are not scored
+        per_user = evaluate_scorer(model, encoder, test, bf16=result.bf16, progress=False)
+        per_user.to_parquet(out / "test_per_user.parquet")
     if untrained is not None:
         untrained.to_parquet(out / "untrained_test_per_user.parquet")
     write_json_atomic(out / "xcross.json", {
         "model": kind, "target": data.domain.name, "sources": source_names, "source_models": definition["sources"],
         "head_from": source_names[head_from], "run_digest": digest, "folder": shown_path(out),
         "xcross": definition["xcross"], "model_settings": model_settings or {}, "train_config": train_config.to_dict(),
-        "n_train_users": len(train), "n_val_users": len(val), "n_test_users": len(test),
+        "n_train_users": len(train), "n_val_users": len(val), "n_test_users": 0 if test is None else len(test),
         "parameters": parameter_counts(model), "best_step": result.best_step, "best_epoch": result.best_epoch,
         "validation": result.validation.to_dict("records"), "wall_s": round(result.wall_s, 1),
         "commit": commit, "started_at": started_at, "produced_at": now_utc(),

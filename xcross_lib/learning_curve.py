@@ -128,31 +128,37 @@ def _point_setup(model: str, data: DomainData, source_names: list[str], head_fro
 def train_point(model: str, data: DomainData, source_names: list[str], head_from: int, size: int | None,
                 xcross_config, xcross_train: TrainConfig, lora_train: TrainConfig, lora_scorer, lora_backbone: str,
                 val: pd.DataFrame, test: pd.DataFrame, root: Path, command: str = "", progress: bool = True,
-                ship: bool = False, output_dir=None) -> dict:
+                ship: bool = False, output_dir=None, score_test: bool = True) -> dict:
     """Train one point of the curve and return its record; a point finished before (here or in the
     shipped copy) is read back, not trained again. size None: the whole training split.
-    ship: also copy the point's record, definition and per-user test metrics to shipped_root."""
+    ship: also copy the point's record, definition and per-user test metrics to shipped_root.
+    score_test False: a search point, chosen among others on validation only; its test users are
+    not scored (scored later, without training again, when it is run with score_test True)."""
     train, train_config, definition, name = _point_setup(model, data, source_names, head_from, size, xcross_config,
                                                          xcross_train, lora_train, lora_scorer, lora_backbone, val)
     for base in (Path(root), shipped_root(root, output_dir)):
+        if (base / name / POINT).is_file() and not score_test:
+            return json.loads((base / name / POINT).read_text())
         if (base / name / POINT).is_file() and (base / name / "test_per_user.parquet").is_file():
             per_user = pd.read_parquet(base / name / "test_per_user.parquet")
             if set(per_user["user"]) == set(test["user"]):
                 return json.loads((base / name / POINT).read_text())
     started, commit, started_at = time.perf_counter(), git_commit(), now_utc()
     folder = Path(root) / name
+    searched = json.loads((folder / POINT).read_text()) if (folder / POINT).is_file() else None  # trained, not tested
     if model == "LoRA":  # a new adapter on the target; train_source_model draws the same users by the same seed
         trained, encoder, result, _ = train_source_model(data, lora_backbone, lora_scorer, train_config, len(train),
                                                          len(val), folder, command, progress=progress)
-        per_user = evaluate_scorer(trained, encoder, test, bf16=result.bf16, progress=False)
+        per_user = evaluate_scorer(trained, encoder, test, bf16=result.bf16, progress=False) if score_test else None
     else:
         baseline = build_baseline(model, source_names, head_from) if model == "Pooler + Scorer" else None
         run = run_xcross(data, source_names, None if baseline is not None else xcross_config, train_config, train, val,
-                         test, Path(root) / point_name(model, len(train)), head_from, with_untrained=False,
-                         progress=progress, model=baseline, kind=definition["kind"])
+                         test if score_test else None, Path(root) / point_name(model, len(train)), head_from,
+                         with_untrained=False, progress=progress, model=baseline, kind=definition["kind"])
         assert run.out.name == name, (run.out.name, name)  # the folder is what _point_setup defined
         result, per_user, trained = run.result, run.per_user, run.model
-    per_user.to_parquet(folder / "test_per_user.parquet")
+    if per_user is not None:
+        per_user.to_parquet(folder / "test_per_user.parquet")
     record = {
         "model": model, "size": len(train), "target": data.domain.name, "sources": source_names,
         "head_from": source_names[head_from], "folder": name, "epochs": train_config.epochs,
@@ -160,16 +166,20 @@ def train_point(model: str, data: DomainData, source_names: list[str], head_from
         "kept_step": result.best_step, "kept_epoch": result.best_epoch,
         "steps": int(result.curve["step"].max()) if len(result.curve) else 0,
         "validation_best": result.best_metric, "select_metric": train_config.select_metric,
-        "n_val_users": len(val), "n_test_users": len(test), **parameter_columns(parameter_counts(trained)),
+        "n_val_users": len(val), "n_test_users": len(test) if score_test else 0, "test_scored": score_test,
+        "head_learning_rate": train_config.head_learning_rate, **parameter_columns(parameter_counts(trained)),
         "train_wall_s": round(result.wall_s, 1), "point_wall_s": round(time.perf_counter() - started, 1),
         "curve": result.curve.to_dict("records"), "validation": result.validation.to_dict("records"),
         "command": command, "commit": commit, "started_at": started_at, "produced_at": now_utc(),
     }
+    if searched is not None:  # its training finished in the search; this process only scored the test users
+        record.update({k: searched[k] for k in ("train_wall_s", "started_at", "commit")}, test_scored_at=now_utc(),
+                      test_commit=commit)
     write_json_atomic(folder / POINT, record)
     if ship:
         copy = shipped_root(root, output_dir) / name
         copy.mkdir(parents=True, exist_ok=True)
-        for file in ("test_per_user.parquet", RUN_DEFINITION, POINT):
+        for file in ("test_per_user.parquet", RUN_DEFINITION, POINT)[0 if score_test else 1:]:
             shutil.copyfile(folder / file, copy / f".{file}.tmp")
             os.replace(copy / f".{file}.tmp", copy / file)
     return record
@@ -220,6 +230,37 @@ def smallest_significant(table: pd.DataFrame, model: str, against: list[str], me
         if all(row[f"{metric} diff vs {a}"] > 0 and row[f"p {metric} vs {a}"] < alpha for a in against):
             return int(row["size"])
     return None
+
+
+def point_records(root: Path, output_dir=None) -> list[tuple[Path, dict]]:
+    """(folder, record) of every finished point under root or shipped, tested or not, once each."""
+    out, seen = [], set()
+    for base in (Path(root), shipped_root(root, output_dir)):
+        for path in sorted(base.glob(f"*/{POINT}")):
+            if path.parent.name not in seen:
+                seen.add(path.parent.name)
+                out.append((path.parent, json.loads(path.read_text())))
+    return out
+
+
+def search_table(root: Path, output_dir=None) -> pd.DataFrame:
+    """Every point under root (here or shipped), scored on test or not, by its settings and its
+    validation curve only (start, best and last, in the selection metric): the record of the search
+    that chose each final configuration. No test figure is in it."""
+    rows = []
+    for folder, r in point_records(root, output_dir):
+        xcross = json.loads((folder / RUN_DEFINITION).read_text())["definition"].get("xcross") or {}
+        metric, validation = r["select_metric"], r["validation"]
+        rows.append({"model": r["model"], "size": r["size"], "learning_rate": r["learning_rate"],
+                     "head_learning_rate": r.get("head_learning_rate"),
+                     **{k: xcross.get(k) for k in ("lambda1", "lambda2", "top_k_layers", "parametrisation")},
+                     "epochs": r["epochs"], "steps": r["steps"],
+                     f"validation {metric} at start": validation[0][metric] if validation else None,
+                     f"validation {metric} best": r["validation_best"], "kept_step": r["kept_step"],
+                     f"validation {metric} last": validation[-1][metric] if validation else None,
+                     "n_val_users": r["n_val_users"], "test_scored": r.get("test_scored", True),
+                     "train_wall_s": r["train_wall_s"], "folder": r["folder"]})
+    return pd.DataFrame(rows)
 
 
 def validation_curves(points: list[tuple[dict, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -49,6 +49,13 @@ class ClassicConfig:
         return asdict(self)
 
 
+def next_epoch_fits(elapsed_s: float, last_epoch_s: float, budget_s: float, overrun: float = 0.25) -> bool:
+    """Whether to start another epoch: not once the budget is spent, nor when, at the pace of the
+    last epoch, the next would end more than `overrun` of the budget past it (480 s: by 600 s, the
+    10-minute bar; an epoch under way is never cut)."""
+    return elapsed_s <= budget_s and elapsed_s + last_epoch_s <= (1 + overrun) * budget_s
+
+
 def prefix_examples(sequences: Mapping[int, Sequence[int]], users) -> tuple[list[list[int]], list[int]]:
     """(histories, targets): every prefix of each user's sequence and the item after it."""
     histories, targets = [], []
@@ -150,7 +157,8 @@ def train_classic(config: ClassicConfig, catalogue, sequences: Mapping[int, Sequ
         if waited >= config.stopping_step:
             stopped = "early stopping"
             break
-        if time.perf_counter() - started > config.time_budget_s:
+        elapsed = time.perf_counter() - started
+        if not next_epoch_fits(elapsed, elapsed - rows[-2]["elapsed_s"], config.time_budget_s):
             stopped = "time budget"
             break
         if on_epoch is not None:

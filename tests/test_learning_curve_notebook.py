@@ -1,0 +1,72 @@
+"""Notebook 11 on tiny made data: a search point (validated, not tested) scored on test later without
+training again, and its X-Cross rebuilt from its definition, checked against its own candidate ranks
+and ranked over every item (notebook 12's X-Cross row)."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from xcross_lib import run
+
+pytestmark = pytest.mark.smoke
+
+
+def test_a_searched_point_is_tested_later_and_its_xcross_ranked_over_all_items(tiny_data_dir, tmp_path, monkeypatch):
+    from xcross_lib import single_domain
+    from xcross_lib.errors import DataError
+    from xcross_lib.experiments import DomainData
+
+    monkeypatch.setenv("XCROSS_OUTPUTS_DIR", str(tmp_path / "out"))
+    common = {"data_dir": str(tiny_data_dir), "max_length": 64}
+    for domain in ("Tools", "Sports"):
+        run.run_notebook("01_source_lora", {**common, "domain": domain, "backbone": "tiny-bert", "n_train_users": 8,
+                                            "n_val_users": 8, "n_test_users": 8, "train_candidates": 4, "bf16": False,
+                                            "encoding": "separate"},
+                         profile="smoke", output=tmp_path / f"01-{domain}.ipynb", progress=False)
+    point_params = {**common, "target": "Toys", "sources": "Tools,Sports", "model": "X-Cross", "n_train_users": 8,
+                    "epochs": 2, "n_val_users": 8, "train_candidates": 4, "learning_rate": 3e-2, "validate_every": 1,
+                    "bf16": False, "write_reference": True}
+    # first a search point: trained and validated, its test users not scored
+    run.run_notebook("11_learning_curve", {**point_params, "score_test": False}, profile="smoke",
+                     output=tmp_path / "11-search.ipynb", progress=False)
+    reference = tmp_path / "out" / "reference"
+    (searched,) = reference.glob("learning_curve/Toys-*/X-Cross-n8-*/point.json")
+    assert not (searched.parent / "test_per_user.parquet").exists()
+    search = pd.read_csv(reference / "search_learning_curve_toys.csv")
+    assert search["test_scored"].tolist() == [False] and search["learning_rate"].tolist() == [3e-2]
+    assert not any(c.startswith(("hit@", "mrr", "p ")) for c in search.columns)  # validation figures only
+    assert "X-Cross" not in set(pd.read_csv(reference / "learning_curve_toys.csv")["model"])  # not on the curve
+    trained = json.loads(searched.read_text())
+    # then chosen: the same point scored on test, without training again
+    run.run_notebook("11_learning_curve", point_params, profile="smoke", output=tmp_path / "11.ipynb", progress=False)
+    final = json.loads(searched.read_text())
+    assert final["test_scored"] and final["curve"] == trained["curve"] and final["validation"] == trained["validation"]
+    assert final["train_wall_s"] == trained["train_wall_s"] and "test_scored_at" in final
+    assert pd.read_csv(reference / "search_learning_curve_toys.csv")["test_scored"].tolist() == [True]
+    assert "X-Cross" in set(pd.read_csv(reference / "learning_curve_toys.csv")["model"])
+    data = DomainData.load("Toys", tiny_data_dir)
+    folder, per_user = single_domain.largest_xcross_point(data)
+    assert folder.parent.parent.name == "learning_curve" and len(per_user) == len(data.frames["test"]) == 8
+    row = single_domain.xcross_point_rows(data, folder, progress=False)
+    # the rebuilt model gave the point's own candidate ranks (checked inside); over all items the
+    # same scores can only rank each target as low or lower
+    both = row["sampled"].merge(row["full"], on="user", suffixes=("_sampled", "_full"))
+    assert len(both) == 8 and (both["rank_full"] >= both["rank_sampled"]).all()
+    assert (both["rank_full"] > both["rank_sampled"]).any()  # 60 items, 30 candidates: some other item outranks
+    point = json.loads((folder / "point.json").read_text())
+    assert row["model_sha256"] == ("untrained" if point["kept_step"] == 0 else row["model_sha256"])
+    assert point["kept_step"] == 0 or len(row["model_sha256"]) == 10
+    # another point's ranks (here: shifted by one) are not reproduced: refused, not reported
+    shifted = per_user.assign(rank=per_user["rank"] + 1)
+    shifted.to_parquet(folder / "test_per_user.parquet")
+    with pytest.raises(DataError, match="does not give the point's own candidate ranks"):
+        single_domain.xcross_point_rows(data, folder, progress=False)
+    per_user.to_parquet(folder / "test_per_user.parquet")
+    # a trained point whose weights are not on this machine keeps its sampled row, without a full one
+    point["kept_step"] = max(point["kept_step"], 1)
+    (folder / "point.json").write_text(json.dumps(point))
+    for best in (tmp_path / "out" / "xcross").glob(f"*/{folder.name}/run/best.pt"):
+        best.unlink()
+    missing = single_domain.xcross_point_rows(data, folder, progress=False)
+    assert missing["full"] is None and missing["sampled"]["rank"].equals(per_user["rank"])
