@@ -113,3 +113,24 @@ def test_validation_curves_mark_the_kept_step():
     assert len(losses) == 4 and set(losses.columns) == {"model", "size", "step", "loss"}
     kept = validations[validations["kept"]]
     assert sorted(zip(kept["model"], kept["step"])) == [("LoRA", 2), ("X-Cross", 0)]
+
+
+def test_report_training_curves_read_every_committed_point_once_with_its_target(tmp_path):
+    from xcross_lib import report
+    from xcross_lib.paths import REPO_ROOT
+
+    lc = tmp_path / "reference" / "learning_curve"
+    search = record("X-Cross", 1000, kept_step=0, target="Toyland", test_scored=False)  # a search point: no test rows
+    (lc / "Toyland-A+B-abc-learning-curve" / "X-Cross-n1000-d1").mkdir(parents=True)
+    (lc / "Toyland-A+B-abc-learning-curve" / "X-Cross-n1000-d1" / POINT).write_text(json.dumps(search))
+    shipped = sorted((REPO_ROOT / "outputs" / "reference" / "learning_curve").glob(f"*/*/{POINT}"))
+    if shipped:  # a copy of a committed point under another outputs folder counts once, the repository's
+        twin = lc / shipped[0].parent.parent.name / shipped[0].parent.name
+        twin.mkdir(parents=True)
+        (twin / POINT).write_text(json.dumps(record("LoRA", 7, target="Twin")))
+    losses, validations = report.training_curves(tmp_path)
+    mine = validations[validations["target"] == "Toyland"]
+    assert list(mine["step"]) == [0, 2] and list(mine["mrr"]) == [0.2, 0.3] and list(mine["kept"]) == [True, False]
+    assert list(losses.loc[losses["target"] == "Toyland", "loss"]) == [3.4, 3.3]
+    assert "Twin" not in set(validations["target"])
+    assert len(set(validations["target"])) == 1 + len({json.loads(p.read_text())["target"] for p in shipped})

@@ -6,6 +6,7 @@ Our rows keep what produced them (commit, date, budget); the paper's come from
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -133,6 +134,29 @@ def limited_runs(output_dir=None) -> pd.DataFrame:
 def learning_curves(output_dir=None) -> pd.DataFrame:
     """The learning-curve tables of notebook 11 (outputs/reference/learning_curve_<target>.csv)."""
     return _read_all("reference/learning_curve_*.csv", output_dir)
+
+
+def training_curves(output_dir=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training loss and validation points over optimizer steps of every committed learning-curve
+    point (`reference/learning_curve/<root>/<point>/point.json`, test scored or not), as two long
+    frames with `target`: (target, model, size, step, loss) and (target, model, size, step, hit@1,
+    mrr, kept). A point found under both outputs folders counts once, the repository's first."""
+    from .learning_curve import validation_curves
+
+    records, seen = [], set()
+    for root in _roots(output_dir):
+        for path in sorted(root.glob("reference/learning_curve/*/*/point.json")):
+            key = (path.parent.parent.name, path.parent.name)
+            if key not in seen:
+                seen.add(key)
+                records.append(json.loads(path.read_text()))
+    frames = []
+    for record in records:
+        losses, validations = validation_curves([(record, None)])
+        frames.append((losses.assign(target=record["target"]), validations.assign(target=record["target"])))
+    if not frames:
+        return pd.DataFrame(), pd.DataFrame()
+    return (pd.concat([f[0] for f in frames], ignore_index=True), pd.concat([f[1] for f in frames], ignore_index=True))
 
 
 def full_rankings(output_dir=None) -> pd.DataFrame:
