@@ -70,3 +70,42 @@ def test_a_searched_point_is_tested_later_and_its_xcross_ranked_over_all_items(t
         best.unlink()
     missing = single_domain.xcross_point_rows(data, folder, progress=False)
     assert missing["full"] is None and missing["sampled"]["rank"].equals(per_user["rank"])
+
+
+def test_device_script_runs_the_notebooks_points_in_bf16_under_their_own_digest(tiny_data_dir, tmp_path, monkeypatch):
+    """benchmarks/device_learning_curve.py on tiny data, on this CPU: notebook 11's settings with bf16 in
+    the definition, every point's record naming the device, the archive holding the points and tables,
+    and no point started past the budget once the pace is known."""
+    import importlib.util
+    import tarfile
+
+    from xcross_lib.paths import REPO_ROOT
+
+    monkeypatch.setenv("XCROSS_OUTPUTS_DIR", str(tmp_path / "dev" / "outputs"))
+    monkeypatch.setenv("XCROSS_DATA_DIR", str(tiny_data_dir))
+    for domain in ("Tools", "Sports"):
+        run.run_notebook("01_source_lora", {"data_dir": str(tiny_data_dir), "max_length": 64, "domain": domain,
+                                            "backbone": "tiny-bert", "n_train_users": 8, "n_val_users": 8,
+                                            "n_test_users": 8, "train_candidates": 4, "bf16": False,
+                                            "encoding": "separate"},
+                         profile="smoke", output=tmp_path / f"01-{domain}.ipynb", progress=False)
+    spec = importlib.util.spec_from_file_location("device_lc", REPO_ROOT / "benchmarks" / "device_learning_curve.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.notebook_defaults()["learning_rate"] == 3e-4  # notebook 11's own parameters cell
+    small = ["-p", "n_val_users", "8", "-p", "train_candidates", "4", "-p", "validate_every", "1", "-p", "max_length", "64"]
+    script.main(["--out", str(tmp_path / "dev"), "--budget-s", "0", "--targets", "Toys", "--sizes", "8,all",
+                 "--models", "X-Cross", "--sources", "Tools,Sports", *small])
+    with tarfile.open(tmp_path / "dev" / "learning_curve_device.tar.gz") as tar:
+        names = tar.getnames()
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    points = sorted((tmp_path / "unpacked" / "learning_curve").glob("Toys-*/X-Cross-n*/point.json"))
+    assert [json.loads(p.read_text())["size"] for p in points] == [8]  # the whole split: not started, past the budget
+    record = json.loads(points[0].read_text())
+    assert record["bf16"] is True and record["device"] == "cpu" and record["learning_rate"] == 3e-4
+    definition = json.loads((points[0].parent / "run_definition.json").read_text())["definition"]
+    assert definition["train"]["bf16"] is True  # so never the digest of a CPU point, whose bf16 is "auto"
+    table = pd.read_csv(tmp_path / "unpacked" / "tables" / "learning_curve_toys.csv")
+    (row,) = table[table["model"] == "X-Cross"].to_dict("records")
+    assert row["size"] == 8 and row["device"] == "cpu" and row["n_users"] == 8
+    assert "tables/search_learning_curve_toys.csv" in names

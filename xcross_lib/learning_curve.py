@@ -25,20 +25,22 @@ import math
 import os
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .experiments import (DomainData, build_baseline, build_xcross, evaluate_source, parameter_columns,
-                          parameter_counts, reference_rows, run_definition, run_xcross, seeded_subset, source_models,
-                          train_source_model, users_digest, xcross_definition, xcross_root)
+from .experiments import (DomainData, best_source_index, build_baseline, build_xcross, evaluate_source,
+                          parameter_columns, parameter_counts, reference_rows, resolve_sources, run_definition,
+                          run_xcross, seeded_subset, source_models, train_source_model, users_digest,
+                          xcross_definition, xcross_root)
 from .data.encoding import PromptEncoder
 from .metrics import paired_ttest, summarize
 from .models.scorer import scorer_config_of
+from .models.source import read_record
 from .paths import outputs_dir
-from .provenance import RUN_DEFINITION, claim_run_folder, definition_digest, git_commit, now_utc, write_json_atomic
+from .provenance import RUN_DEFINITION, compute_device, stamp, write_csv_atomic, claim_run_folder, definition_digest, git_commit, now_utc, write_json_atomic
 from .training import TrainConfig, evaluate_scorer
 
 MODELS = ("X-Cross", "X-Cross (head frozen)", "LoRA", "Pooler + Scorer")
@@ -50,6 +52,66 @@ def curve_root(target: str, source_names: list[str], output_dir=None) -> Path:
     """outputs/xcross/<target>-<sources>-<digest>-learning-curve."""
     root = xcross_root(target, source_names, output_dir)
     return root.with_name(root.name + "-learning-curve")
+
+
+@dataclass
+class CurveSetup:
+    """What every point of one target's curve shares: its data, the source domains, the validation
+    and test users, the source whose pooler and scorer X-Cross copies, its backbone and the folder."""
+    data: DomainData
+    source_names: list[str]
+    val: pd.DataFrame
+    test: pd.DataFrame
+    head_from: int
+    backbone: str
+    root: Path
+
+    def size_and_epochs(self, n_train_users: int | None, epochs, min_examples: int, max_epochs: int,
+                        seed: int = 0) -> tuple[int, int]:
+        """(training users of the point, its epochs): epochs an integer, or "auto" (auto_epochs)."""
+        size = len(seeded_subset(self.data.frames["train"], n_train_users, seed))
+        return size, auto_epochs(size, min_examples, max_epochs) if epochs == "auto" else int(epochs)
+
+
+def curve_setup(target: str, sources, data_dir=None, seed: int = 0, user_fraction: float = 1.0,
+                n_val_users: int | None = 500, n_test_users: int | None = None, max_length: int = 128,
+                output_dir=None) -> CurveSetup:
+    """Load the target, bind the sources, draw the validation and test users (None: all) and choose
+    the head's source by validation Hit@1 (best_source_index)."""
+    data = DomainData.load(target, data_dir, seed, user_fraction, output_dir)
+    source_names = resolve_sources(sources, data.domain.name, output_dir)
+    val = seeded_subset(data.frames["validation"], n_val_users, seed)
+    test = seeded_subset(data.frames["test"], n_test_users, seed)
+    head_from, _ = best_source_index(source_names, data, val, max_length)
+    return CurveSetup(data, source_names, val, test, head_from, read_record(source_names[head_from])["backbone"],
+                      curve_root(data.domain.name, source_names, output_dir))
+
+
+def write_curve_tables(setup: CurveSetup, xcross_config, primary_metric: str = "mrr", max_length: int = 128,
+                       seed: int = 0, command: str = "", wall_s: float | None = None, write_reference: bool = False,
+                       output_dir=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The curve's table (every tested point beside the reference rows, with paired t-tests), its
+    search table (every point's settings and validation curve, no test figure) and, per model, the
+    smallest size significantly above each source alone and the untrained average on
+    primary_metric; written to the root (and to outputs/reference/ when write_reference)."""
+    references = reference_per_user(setup.data, setup.source_names, setup.head_from, xcross_config, setup.test,
+                                    setup.root, max_length, seed, ship=write_reference, output_dir=output_dir)
+    table = curve_table(finished_points(setup.root, setup.test, output_dir), references)
+    against = [f"{s} alone" for s in setup.source_names] + [UNTRAINED]
+    answer = {m: smallest_significant(table, m, against, primary_metric) for m in MODELS if m in set(table["model"])}
+    table.insert(0, "target", setup.data.domain.name)
+    table["sources"] = "+".join(setup.source_names)
+    table["primary_metric"] = primary_metric
+    table["backbone"] = setup.backbone
+    table = stamp(table, command or "notebook", wall_s)
+    search = stamp(search_table(setup.root, output_dir), command or "notebook", wall_s)
+    write_csv_atomic(table, setup.root / "learning_curve.csv")
+    write_csv_atomic(search, setup.root / "search.csv")
+    if write_reference:
+        reference, name = outputs_dir(output_dir) / "reference", setup.data.domain.name.lower()
+        write_csv_atomic(table, reference / f"learning_curve_{name}.csv")
+        write_csv_atomic(search, reference / f"search_learning_curve_{name}.csv")
+    return table, search, answer
 
 
 def auto_epochs(n_users: int, min_examples: int, max_epochs: int) -> int:
@@ -168,12 +230,14 @@ def train_point(model: str, data: DomainData, source_names: list[str], head_from
         "validation_best": result.best_metric, "select_metric": train_config.select_metric,
         "n_val_users": len(val), "n_test_users": len(test) if score_test else 0, "test_scored": score_test,
         "head_learning_rate": train_config.head_learning_rate, **parameter_columns(parameter_counts(trained)),
+        "device": compute_device(), "bf16": bool(result.bf16),
         "train_wall_s": round(result.wall_s, 1), "point_wall_s": round(time.perf_counter() - started, 1),
         "curve": result.curve.to_dict("records"), "validation": result.validation.to_dict("records"),
         "command": command, "commit": commit, "started_at": started_at, "produced_at": now_utc(),
     }
     if searched is not None:  # its training finished in the search; this process only scored the test users
-        record.update({k: searched[k] for k in ("train_wall_s", "started_at", "commit")}, test_scored_at=now_utc(),
+        record.update({k: searched[k] for k in ("train_wall_s", "started_at", "commit", "device", "bf16") if k in searched},
+                      test_scored_at=now_utc(),
                       test_commit=commit)
     write_json_atomic(folder / POINT, record)
     if ship:
@@ -215,7 +279,7 @@ def curve_table(points: list[tuple[dict, pd.DataFrame]], references: dict[str, p
                 row[f"p {metric} vs {name}"] = test.p_value
         keep = ("epochs", "learning_rate", "train_head", "kept_step", "steps", "validation_best", "select_metric",
                 "n_val_users", "n_test_users", "params_per_layer", "params_without_head", "params_with_head",
-                "params_trained", "train_wall_s", "folder", "commit")
+                "params_trained", "train_wall_s", "device", "bf16", "folder", "commit")
         rows.append({**row, **{k: record.get(k) for k in keep}})
     table = pd.DataFrame(rows)
     table["size"] = table["size"].astype("Int64")
@@ -259,7 +323,7 @@ def search_table(root: Path, output_dir=None) -> pd.DataFrame:
                      f"validation {metric} best": r["validation_best"], "kept_step": r["kept_step"],
                      f"validation {metric} last": validation[-1][metric] if validation else None,
                      "n_val_users": r["n_val_users"], "test_scored": r.get("test_scored", True),
-                     "train_wall_s": r["train_wall_s"], "folder": r["folder"]})
+                     "train_wall_s": r["train_wall_s"], "device": r.get("device"), "folder": r["folder"]})
     return pd.DataFrame(rows)
 
 

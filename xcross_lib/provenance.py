@@ -43,6 +43,13 @@ _COMMIT_AT_START: dict[bool, str] = {}
 git_commit(), git_commit(short=True)  # at import: before any later change to the checkout
 
 
+def compute_device() -> str:
+    """Where torch computes here, named for a result row: the GPU's name, else "cpu"."""
+    import torch
+
+    return f"cuda: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
+
+
 def now_utc() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
