@@ -40,7 +40,8 @@ from .metrics import paired_ttest, summarize
 from .models.scorer import scorer_config_of
 from .models.source import read_record
 from .paths import outputs_dir
-from .provenance import RUN_DEFINITION, compute_device, stamp, write_csv_atomic, claim_run_folder, definition_digest, git_commit, now_utc, write_json_atomic
+from .provenance import (RUN_DEFINITION, claim_run_folder, compute_device, definition_digest, git_commit, now_utc,
+                         stamp, write_csv_atomic, write_json_atomic)
 from .training import TrainConfig, evaluate_scorer
 
 MODELS = ("X-Cross", "X-Cross (head frozen)", "LoRA", "Pooler + Scorer")
@@ -236,9 +237,8 @@ def train_point(model: str, data: DomainData, source_names: list[str], head_from
         "command": command, "commit": commit, "started_at": started_at, "produced_at": now_utc(),
     }
     if searched is not None:  # its training finished in the search; this process only scored the test users
-        record.update({k: searched[k] for k in ("train_wall_s", "started_at", "commit", "device", "bf16") if k in searched},
-                      test_scored_at=now_utc(),
-                      test_commit=commit)
+        trained_by = {k: searched[k] for k in ("train_wall_s", "started_at", "commit", "device", "bf16") if k in searched}
+        record.update(trained_by, test_scored_at=now_utc(), test_commit=commit)
     write_json_atomic(folder / POINT, record)
     if ship:
         copy = shipped_root(root, output_dir) / name
