@@ -106,15 +106,23 @@ def main(argv: list[str] | None = None) -> None:
     import yaml
 
     from xcross_lib import learning_curve as lc
+    from xcross_lib.checks import check_values
     from xcross_lib.models import ScorerConfig
     from xcross_lib.models.xcross import XCrossConfig
     from xcross_lib.training import TrainConfig
 
-    params = {**notebook_defaults(), "bf16": True, "write_reference": True}
+    defaults = notebook_defaults()
+    overrides = {"bf16": True, "write_reference": True}
     for name, value in args.p:
-        if name not in params:
+        if name not in defaults:
             parser.error(f"notebook 11 has no parameter {name!r}")
-        params[name] = yaml.safe_load(value)
+        overrides[name] = yaml.safe_load(value)
+    check_values("11_learning_curve.ipynb", overrides, defaults)  # the notebook's own rules: a clear error, not a run
+    params = {**defaults, **overrides}
+    common = {k: params[k] for k in ("warmup_ratio", "batch_size", "train_candidates", "max_length", "seed", "bf16",
+                                     "validate_every", "select_metric", "checkpoint_every", "checkpoint_every_s")}
+    xcross_config = XCrossConfig(top_k_layers=params["top_k_layers"], lambda1=params["lambda1"],
+                                 lambda2=params["lambda2"], parametrisation=params["parametrisation"])
     out, outputs = args.out.resolve(), args.out.resolve() / "outputs"
     out.mkdir(parents=True, exist_ok=True)
     log("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "torch", torch.__version__)
@@ -134,11 +142,6 @@ def main(argv: list[str] | None = None) -> None:
             log(f"not started: {model} on {n_users} {target} users ({n_users * epochs} examples at "
                 f"{examples_per_s:.1f}/s would pass the budget)")
             continue
-        common = {k: params[k] for k in ("warmup_ratio", "batch_size", "train_candidates", "max_length", "seed",
-                                         "bf16", "validate_every", "select_metric", "checkpoint_every",
-                                         "checkpoint_every_s")}
-        xcross_config = XCrossConfig(top_k_layers=params["top_k_layers"], lambda1=params["lambda1"],
-                                     lambda2=params["lambda2"], parametrisation=params["parametrisation"])
         started = time.perf_counter()
         log(f"{model} on {n_users} {target} users, {epochs} epoch(s)")
         record = lc.train_point(

@@ -93,6 +93,10 @@ def test_device_script_runs_the_notebooks_points_in_bf16_under_their_own_digest(
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert script.notebook_defaults()["learning_rate"] == 3e-4  # notebook 11's own parameters cell
+    from xcross_lib.errors import ParameterError
+    with pytest.raises(ParameterError, match="learning_rate = 0"):  # the notebook's rules, before any work
+        script.main(["--out", str(tmp_path / "bad"), "-p", "learning_rate", "0"])
+    assert not (tmp_path / "bad").exists()
     small = ["-p", "n_val_users", "8", "-p", "train_candidates", "4", "-p", "validate_every", "1", "-p", "max_length", "64"]
     script.main(["--out", str(tmp_path / "dev"), "--budget-s", "0", "--targets", "Toys", "--sizes", "8,all",
                  "--models", "X-Cross", "--sources", "Tools,Sports", *small])
