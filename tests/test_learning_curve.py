@@ -59,6 +59,11 @@ def test_curve_table_differences_and_p_values_by_hand():
     p = 2 * stats.t.sf(abs(t), df=len(d) - 1)
     assert row["mrr diff vs A alone"] == pytest.approx(round(100 * d.mean(), 2))
     assert row["p mrr vs A alone"] == pytest.approx(p, rel=1e-9)
+    # the detectable difference: the one at which the test's power (noncentral t, by hand) is 0.8
+    sd, crit = d.std(ddof=1), stats.t.ppf(0.975, len(d) - 1)
+    mdd = row["mdd mrr vs A alone"] / 100
+    nc = mdd / (sd / math.sqrt(len(d)))
+    assert stats.nct.sf(crit, len(d) - 1, nc) + stats.nct.cdf(-crit, len(d) - 1, nc) == pytest.approx(0.8, abs=2e-3)
     assert row["hit@1 diff vs A alone"] == pytest.approx(100 * 2 / 6, abs=0.01)
     # identical per-user metrics: no difference, p = 1
     assert row["mrr diff vs same"] == 0 and row["p mrr vs same"] == 1.0

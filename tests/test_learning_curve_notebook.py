@@ -15,11 +15,11 @@ pytestmark = pytest.mark.smoke
 def test_a_searched_point_is_tested_later_and_its_xcross_ranked_over_all_items(tiny_data_dir, tmp_path, monkeypatch):
     from xcross_lib import single_domain
     from xcross_lib.errors import DataError
-    from xcross_lib.experiments import DomainData
+    from xcross_lib.experiments import DomainData, evaluate_source
 
     monkeypatch.setenv("XCROSS_OUTPUTS_DIR", str(tmp_path / "out"))
     common = {"data_dir": str(tiny_data_dir), "max_length": 64}
-    for domain in ("Tools", "Sports"):
+    for domain in ("Tools", "Sports", "Toys"):  # Toys: the target's own model, the in-domain row
         run.run_notebook("01_source_lora", {**common, "domain": domain, "backbone": "tiny-bert", "n_train_users": 8,
                                             "n_val_users": 8, "n_test_users": 8, "train_candidates": 4, "bf16": False,
                                             "encoding": "separate"},
@@ -44,8 +44,17 @@ def test_a_searched_point_is_tested_later_and_its_xcross_ranked_over_all_items(t
     assert final["test_scored"] and final["curve"] == trained["curve"] and final["validation"] == trained["validation"]
     assert final["train_wall_s"] == trained["train_wall_s"] and "test_scored_at" in final
     assert pd.read_csv(reference / "search_learning_curve_toys.csv")["test_scored"].tolist() == [True]
-    assert "X-Cross" in set(pd.read_csv(reference / "learning_curve_toys.csv")["model"])
+    curve = pd.read_csv(reference / "learning_curve_toys.csv")
+    assert "X-Cross" in set(curve["model"])
+    # the target's own model is a row, scored on the same test users, shipped with its definition
     data = DomainData.load("Toys", tiny_data_dir)
+    in_domain = curve.set_index("model").loc["Toys alone (in-domain)"]
+    own = evaluate_source("Toys", data, data.frames["test"], 64)
+    assert in_domain["mrr"] == pytest.approx(round(100 * own["mrr"].mean(), 2))
+    (shipped,) = reference.glob("learning_curve/Toys-*/in-domain-*/in_domain.parquet")
+    assert json.loads((shipped.parent / "run_definition.json").read_text())["definition"]["model"]["name"] == "Toys"
+    point_row = curve.set_index("model").loc["X-Cross"]
+    assert point_row["mdd mrr vs Toys alone (in-domain)"] > 0 and "p mrr vs Toys alone (in-domain)" in curve
     folder, per_user = single_domain.largest_xcross_point(data)
     assert folder.parent.parent.name == "learning_curve" and len(per_user) == len(data.frames["test"]) == 8
     row = single_domain.xcross_point_rows(data, folder, progress=False)

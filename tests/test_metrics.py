@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xcross_lib.metrics import paired_ttest, per_user_metrics, summarize, target_ranks
+from xcross_lib.metrics import minimum_detectable_difference, paired_ttest, per_user_metrics, summarize, target_ranks
 
 pytestmark = pytest.mark.unit
 
@@ -64,6 +64,36 @@ def test_paired_ttest_against_hand_computation():
 
     assert res.p_value == pytest.approx(2 * stats.t.sf(t_hand, df=3))
     assert not res.significant
+    assert res.sd_difference == pytest.approx(math.sqrt(1 / 3))
+
+
+def _power_by_hand(difference: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-tailed paired t-test at a true mean difference: the noncentral t's mass beyond
+    the critical values (df n - 1, noncentrality difference / (sd / sqrt(n)))."""
+    from scipy import stats
+
+    crit, nc = stats.t.ppf(1 - alpha / 2, n - 1), difference / (sd / math.sqrt(n))
+    return stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc)
+
+
+def test_minimum_detectable_difference_has_the_asked_power_by_hand():
+    rng = np.random.default_rng(0)
+    users = np.arange(2193)
+    a = pd.DataFrame({"user": users, "mrr": rng.uniform(0, 1, len(users))})
+    b = pd.DataFrame({"user": users, "mrr": np.clip(a["mrr"] + rng.normal(0, 0.2, len(users)), 0, 1)})
+    res = paired_ttest(a, b, "mrr")
+    sd = np.std(a["mrr"] - b["mrr"], ddof=1)
+    mdd = minimum_detectable_difference(res)
+    assert _power_by_hand(mdd, sd, len(users)) == pytest.approx(0.8, abs=1e-4)
+    # for many users close to the normal approximation (z_0.975 + z_0.8) sd / sqrt(n) = 2.80 sd / sqrt(n)
+    assert mdd == pytest.approx((1.959964 + 0.841621) * sd / math.sqrt(len(users)), rel=2e-3)
+    # more power or a stricter level needs a larger difference; four times the users, about half
+    assert minimum_detectable_difference(res, power=0.9) > mdd < minimum_detectable_difference(res, alpha=0.01)
+    half = paired_ttest(a.iloc[:548], b.iloc[:548], "mrr")
+    assert minimum_detectable_difference(half) / half.sd_difference == pytest.approx(
+        2 * mdd / res.sd_difference, rel=0.01)
+    # identical models: nothing varies, any difference would be seen
+    assert minimum_detectable_difference(paired_ttest(a, a.copy(), "mrr")) == 0.0
 
 
 def test_paired_ttest_needs_the_same_users_and_handles_identical_models():

@@ -9,10 +9,15 @@ never trained again, so the batch runner can run the curve one point per noteboo
 
 The rows every point is compared with (each source alone, the untrained average of the sources'
 streams, text similarity) do not depend on the size; they are scored once per test-user set and
-cached under `<root>/references-<test users digest>/`.
+cached under `<root>/references-<test users digest>/`. Where the target has a source model of its own
+(trained on its whole training split), it is scored too, as the row `<target> alone (in-domain)`
+under `<root>/in-domain-<test users digest>/`: the level a fully trained target model of the
+source recipe reaches, i.e. the room X-Cross and the target LoRA have above their start. It is not
+among the rows that the smallest significant size is measured against.
 
     root/
       references-<digest>/<row>.parquet
+      in-domain-<digest>/in_domain.parquet   only where the target has a source model
       X-Cross-n300-<digest>/           run_xcross's folder (run_definition.json, run/, xcross.json)
         point.json, test_per_user.parquet
       LoRA-n300-<digest>/              train_source_model's folder, the same two files added
@@ -36,9 +41,9 @@ from .experiments import (DomainData, best_source_index, build_baseline, build_x
                           run_xcross, seeded_subset, source_models, train_source_model, users_digest,
                           xcross_definition, xcross_root)
 from .data.encoding import PromptEncoder
-from .metrics import paired_ttest, summarize
+from .metrics import minimum_detectable_difference, paired_ttest, summarize
 from .models.scorer import scorer_config_of
-from .models.source import read_record
+from .models.source import available_sources, read_record
 from .paths import outputs_dir
 from .provenance import (RUN_DEFINITION, claim_run_folder, compute_device, definition_digest, git_commit, now_utc,
                          stamp, write_csv_atomic, write_json_atomic)
@@ -46,6 +51,7 @@ from .training import TrainConfig, evaluate_scorer
 
 MODELS = ("X-Cross", "X-Cross (head frozen)", "LoRA", "Pooler + Scorer")
 UNTRAINED = "untrained average"
+IN_DOMAIN = "{target} alone (in-domain)"
 POINT = "point.json"
 
 
@@ -91,12 +97,15 @@ def curve_setup(target: str, sources, data_dir=None, seed: int = 0, user_fractio
 def write_curve_tables(setup: CurveSetup, xcross_config, primary_metric: str = "mrr", max_length: int = 128,
                        seed: int = 0, command: str = "", wall_s: float | None = None, write_reference: bool = False,
                        output_dir=None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """The curve's table (every tested point beside the reference rows, with paired t-tests), its
+    """The curve's table (every tested point beside the reference rows, with paired t-tests and the
+    differences those tests could detect; the in-domain row where the target has a model), its
     search table (every point's settings and validation curve, no test figure) and, per model, the
     smallest size significantly above each source alone and the untrained average on
     primary_metric; written to the root (and to outputs/reference/ when write_reference)."""
     references = reference_per_user(setup.data, setup.source_names, setup.head_from, xcross_config, setup.test,
                                     setup.root, max_length, seed, ship=write_reference, output_dir=output_dir)
+    references.update(in_domain_per_user(setup.data, setup.test, setup.root, max_length, ship=write_reference,
+                                         output_dir=output_dir))
     table = curve_table(finished_points(setup.root, setup.test, output_dir), references)
     against = [f"{s} alone" for s in setup.source_names] + [UNTRAINED]
     answer = {m: smallest_significant(table, m, against, primary_metric) for m in MODELS if m in set(table["model"])}
@@ -151,11 +160,41 @@ def reference_per_user(data: DomainData, source_names: list[str], head_from: int
         for name, frame in frames.items():
             frame.to_parquet(paths[name])
     if ship:
-        shipped.mkdir(parents=True, exist_ok=True)
-        for file in [*paths.values(), folder / RUN_DEFINITION]:
-            shutil.copyfile(file, shipped / f".{file.name}.tmp")
-            os.replace(shipped / f".{file.name}.tmp", shipped / file.name)
+        _ship(folder, [*paths.values(), folder / RUN_DEFINITION], shipped)
     return {name: pd.read_parquet(path) for name, path in paths.items()}
+
+
+def in_domain_per_user(data: DomainData, test: pd.DataFrame, root: Path, max_length: int = 128, ship: bool = False,
+                       output_dir=None) -> dict[str, pd.DataFrame]:
+    """{"<target> alone (in-domain)": per-user test metrics} of the target's own source model (trained
+    on its whole training split), or {} where the target has none; scored once per test-user set and
+    model, then read back (from the shipped copy when this outputs folder lacks it)."""
+    target = data.domain.name
+    if target not in available_sources(output_dir):
+        return {}
+    folder = Path(root) / f"in-domain-{users_digest(test)['sha256']}"
+    shipped = shipped_root(root, output_dir) / folder.name
+    if not folder.is_dir() and (shipped / RUN_DEFINITION).is_file():
+        shutil.copytree(shipped, folder)
+    claim_run_folder(folder, {"kind": "learning-curve in-domain reference", "domain": target,
+                              "data_fingerprint": data.domain.fingerprint,
+                              "candidates_sha256": data.protocol.info["candidates_sha256"],
+                              "model": source_models([target])[0], "test_users": users_digest(test),
+                              "max_length": max_length})
+    path = folder / "in_domain.parquet"
+    if not path.is_file():
+        evaluate_source(target, data, test, max_length).to_parquet(path)
+    if ship:
+        _ship(folder, [path, folder / RUN_DEFINITION], shipped)
+    return {IN_DOMAIN.format(target=target): pd.read_parquet(path)}
+
+
+def _ship(folder: Path, files: list[Path], shipped: Path) -> None:
+    """Copy a cached folder's files to its shipped place under outputs/reference/, each atomically."""
+    shipped.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        shutil.copyfile(file, shipped / f".{file.name}.tmp")
+        os.replace(shipped / f".{file.name}.tmp", shipped / file.name)
 
 
 def point_name(model: str, n_users: int) -> str:
@@ -268,7 +307,8 @@ def curve_table(points: list[tuple[dict, pd.DataFrame]], references: dict[str, p
                 metrics: tuple[str, ...] = ("hit@1", "mrr")) -> pd.DataFrame:
     """One row per reference and per point: mean metrics (percent) and, for each point, the
     two-tailed paired t-test p-value against every reference row, per metric (`p <metric> vs <row>`,
-    with the difference point - row in percent points beside it)."""
+    with the difference point - row in percent points beside it, and `mdd <metric> vs <row>`: the
+    difference that test detects with 80 % power at alpha 0.05, given the pair's per-user spread)."""
     rows = [{"model": name, "size": None, **summarize(frame).round(2).to_dict()} for name, frame in references.items()]
     for record, per_user in sorted(points, key=lambda p: (p[0]["model"], p[0]["size"])):
         row = {"model": record["model"], "size": record["size"], **summarize(per_user).round(2).to_dict()}
@@ -277,6 +317,7 @@ def curve_table(points: list[tuple[dict, pd.DataFrame]], references: dict[str, p
                 test = paired_ttest(per_user, frame, metric)
                 row[f"{metric} diff vs {name}"] = round(100 * test.mean_difference, 2)
                 row[f"p {metric} vs {name}"] = test.p_value
+                row[f"mdd {metric} vs {name}"] = round(100 * minimum_detectable_difference(test), 2)
         keep = ("epochs", "learning_rate", "train_head", "kept_step", "steps", "validation_best", "select_metric",
                 "n_val_users", "n_test_users", "params_per_layer", "params_without_head", "params_with_head",
                 "params_trained", "train_wall_s", "device", "bf16", "folder", "commit")

@@ -75,6 +75,7 @@ class PairedTest:
     mean_difference: float  # a - b
     t: float
     p_value: float
+    sd_difference: float = float("nan")  # per-user standard deviation of a - b (ddof 1)
 
     @property
     def significant(self) -> bool:
@@ -101,7 +102,24 @@ def paired_ttest(a: pd.DataFrame, b: pd.DataFrame, metric: str = "hit@1") -> Pai
     else:
         res = stats.ttest_rel(x, y)
         t, p = float(res.statistic), float(res.pvalue)
-    return PairedTest(metric, len(merged), float(x.mean()), float(y.mean()), float(diff.mean()), t, p)
+    sd = float(diff.std(ddof=1)) if len(diff) > 1 else float("nan")
+    return PairedTest(metric, len(merged), float(x.mean()), float(y.mean()), float(diff.mean()), t, p, sd)
+
+
+def minimum_detectable_difference(test: PairedTest, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The mean per-user difference that a two-tailed paired t-test over the same users detects with
+    probability `power` at level `alpha`, given the pair's per-user spread (`test.sd_difference`), in
+    the metric's units (statsmodels' TTestPower: the paired test is a one-sample test of a - b).
+    What a non-significant comparison could have seen: a difference below it is likely missed."""
+    from statsmodels.stats.power import TTestPower
+
+    if test.n_users < 2 or not np.isfinite(test.sd_difference):
+        return float("nan")
+    if test.sd_difference == 0:
+        return 0.0
+    effect = TTestPower().solve_power(effect_size=None, nobs=test.n_users, alpha=alpha, power=power,
+                                      alternative="two-sided")
+    return float(effect * test.sd_difference)
 
 
 def full_ranking_ranks(scores: np.ndarray, targets: Sequence[int], histories: Sequence[Sequence[int]]) -> np.ndarray:
