@@ -139,3 +139,26 @@ def test_report_training_curves_read_every_committed_point_once_with_its_target(
     assert list(losses.loc[losses["target"] == "Toyland", "loss"]) == [3.4, 3.3]
     assert "Twin" not in set(validations["target"])
     assert len(set(validations["target"])) == 1 + len({json.loads(p.read_text())["target"] for p in shipped})
+
+
+def test_no_in_domain_row_from_a_model_trained_on_another_split(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from xcross_lib import learning_curve
+
+    data = SimpleNamespace(domain=SimpleNamespace(name="Tools", fingerprint="f1"),
+                           protocol=SimpleNamespace(info={"candidates_sha256": "c1"}))
+    monkeypatch.setattr(learning_curve, "available_sources", lambda output_dir=None: ["Tools", "Sports"])
+    scored = []
+    monkeypatch.setattr(learning_curve, "evaluate_source", lambda *a, **k: scored.append(a))
+    test = per_user([0, 1], [0.5, 1.0])
+    for record in ({"data_fingerprint": "f1", "candidates_sha256": "c2"},  # another seed or user fraction
+                   {"data_fingerprint": "f2", "candidates_sha256": "c1"},  # other data
+                   {}):  # a record that does not say
+        monkeypatch.setattr(learning_curve, "read_record", lambda name, r=record: r)
+        assert learning_curve.in_domain_per_user(data, test, tmp_path / "root") == {}
+    assert scored == [] and not (tmp_path / "root").exists()
+    assert "trained on other data or another split" in capsys.readouterr().out
+    # a target without a model of its own: no row, nothing said
+    monkeypatch.setattr(learning_curve, "available_sources", lambda output_dir=None: ["Sports"])
+    assert learning_curve.in_domain_per_user(data, test, tmp_path / "root") == {} and scored == []

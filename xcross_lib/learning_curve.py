@@ -167,10 +167,19 @@ def reference_per_user(data: DomainData, source_names: list[str], head_from: int
 def in_domain_per_user(data: DomainData, test: pd.DataFrame, root: Path, max_length: int = 128, ship: bool = False,
                        output_dir=None) -> dict[str, pd.DataFrame]:
     """{"<target> alone (in-domain)": per-user test metrics} of the target's own source model (trained
-    on its whole training split), or {} where the target has none; scored once per test-user set and
-    model, then read back (from the shipped copy when this outputs folder lacks it)."""
+    on its whole training split), or {} where the target has none or where it was trained on another
+    split (its record's data fingerprint and candidate lists must be this run's: otherwise its
+    training users may be these test users); scored once per test-user set and model, then read back
+    (from the shipped copy when this outputs folder lacks it)."""
     target = data.domain.name
     if target not in available_sources(output_dir):
+        return {}
+    trained_on = read_record(target)
+    same_split = (trained_on.get("data_fingerprint") == data.domain.fingerprint
+                  and trained_on.get("candidates_sha256") == data.protocol.info["candidates_sha256"])
+    if not same_split:  # another split (seed, user fraction, data): its training users may be these test users
+        print(f"no in-domain row: the {target} source model was trained on other data or another split "
+              "(its data fingerprint or candidate lists differ from this run's)")
         return {}
     folder = Path(root) / f"in-domain-{users_digest(test)['sha256']}"
     shipped = shipped_root(root, output_dir) / folder.name
