@@ -162,3 +162,29 @@ def test_no_in_domain_row_from_a_model_trained_on_another_split(tmp_path, monkey
     # a target without a model of its own: no row, nothing said
     monkeypatch.setattr(learning_curve, "available_sources", lambda output_dir=None: ["Sports"])
     assert learning_curve.in_domain_per_user(data, test, tmp_path / "root") == {} and scored == []
+
+
+def test_one_untrained_average_serves_every_parametrisation_but_not_other_lambdas(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from xcross_lib import learning_curve
+    from xcross_lib.errors import RunMismatchError
+    from xcross_lib.models.xcross import XCrossConfig
+
+    data = SimpleNamespace(domain=SimpleNamespace(name="Tools", fingerprint="f1"),
+                           protocol=SimpleNamespace(info={"candidates_sha256": "c1"}))
+    monkeypatch.setattr(learning_curve, "source_models", lambda names: [{"name": n, "adapter_sha256": "x"} for n in names])
+    monkeypatch.setattr(learning_curve, "evaluate_source", lambda *a, **k: pytest.fail("scored again"))
+    test = per_user([0, 1], [0.5, 1.0])
+    root = tmp_path / "out" / "xcross" / "Tools-A+B-abc-learning-curve"
+    folder = root / f"references-{learning_curve.users_digest(test)['sha256']}"
+    paper = XCrossConfig()
+    learning_curve.claim_run_folder(folder, learning_curve.references_definition(data, ["A", "B"], 0, paper, test))
+    for name in ("A alone", "B alone", "untrained average", "text similarity"):
+        test.to_parquet(folder / f"{name.replace(' ', '_')}.parquet")
+    out = tmp_path / "out"
+    rows = learning_curve.reference_per_user(data, ["A", "B"], 0, XCrossConfig(parametrisation="normalised"), test,
+                                             root, output_dir=out)
+    assert sorted(rows) == ["A alone", "B alone", "text similarity", "untrained average"]
+    with pytest.raises(RunMismatchError, match="lambda1"):
+        learning_curve.reference_per_user(data, ["A", "B"], 0, XCrossConfig(lambda1=0.0), test, root, output_dir=out)

@@ -143,12 +143,10 @@ def reference_per_user(data: DomainData, source_names: list[str], head_from: int
     shipped = shipped_root(root, output_dir) / folder.name
     if not folder.is_dir() and (shipped / RUN_DEFINITION).is_file():
         shutil.copytree(shipped, folder)  # claim_run_folder below still checks that it is the same definition
-    claim_run_folder(folder, {"kind": "learning-curve references", "domain": data.domain.name,
-                              "data_fingerprint": data.domain.fingerprint,
-                              "candidates_sha256": data.protocol.info["candidates_sha256"],
-                              "sources": source_models(source_names), "head_from": source_names[head_from],
-                              "xcross": xcross_config.to_dict(), "test_users": users_digest(test),
-                              "max_length": max_length, "seed": seed})
+    # W = 0 is the same model in every parametrisation (tests/test_training_setup.py): one untrained
+    # average serves them all, computed and recorded as "paper"
+    xcross_config = replace(xcross_config, parametrisation="paper")
+    claim_run_folder(folder, references_definition(data, source_names, head_from, xcross_config, test, max_length, seed))
     names = [f"{s} alone" for s in source_names] + [UNTRAINED, "text similarity"]
     paths = {name: folder / f"{name.replace(' ', '_')}.parquet" for name in names}
     if not all(p.is_file() for p in paths.values()):
@@ -162,6 +160,16 @@ def reference_per_user(data: DomainData, source_names: list[str], head_from: int
     if ship:
         _ship(folder, [*paths.values(), folder / RUN_DEFINITION], shipped)
     return {name: pd.read_parquet(path) for name, path in paths.items()}
+
+
+def references_definition(data: DomainData, source_names: list[str], head_from: int, xcross_config, test: pd.DataFrame,
+                          max_length: int = 128, seed: int = 0) -> dict:
+    """What the reference rows of a curve depend on: data, candidate lists, source models, the head's
+    source, the X-Cross settings of the untrained average, the test users, max_length and seed."""
+    return {"kind": "learning-curve references", "domain": data.domain.name, "data_fingerprint": data.domain.fingerprint,
+            "candidates_sha256": data.protocol.info["candidates_sha256"], "sources": source_models(source_names),
+            "head_from": source_names[head_from], "xcross": xcross_config.to_dict(), "test_users": users_digest(test),
+            "max_length": max_length, "seed": seed}
 
 
 def in_domain_per_user(data: DomainData, test: pd.DataFrame, root: Path, max_length: int = 128, ship: bool = False,
