@@ -158,7 +158,7 @@ def reference_per_user(data: DomainData, source_names: list[str], head_from: int
         for name, frame in frames.items():
             frame.to_parquet(paths[name])
     if ship:
-        _ship(folder, [*paths.values(), folder / RUN_DEFINITION], shipped)
+        _ship([*paths.values(), folder / RUN_DEFINITION], shipped)
     return {name: pd.read_parquet(path) for name, path in paths.items()}
 
 
@@ -202,12 +202,12 @@ def in_domain_per_user(data: DomainData, test: pd.DataFrame, root: Path, max_len
     if not path.is_file():
         evaluate_source(target, data, test, max_length).to_parquet(path)
     if ship:
-        _ship(folder, [path, folder / RUN_DEFINITION], shipped)
+        _ship([path, folder / RUN_DEFINITION], shipped)
     return {IN_DOMAIN.format(target=target): pd.read_parquet(path)}
 
 
-def _ship(folder: Path, files: list[Path], shipped: Path) -> None:
-    """Copy a cached folder's files to its shipped place under outputs/reference/, each atomically."""
+def _ship(files: list[Path], shipped: Path) -> None:
+    """Copy a folder's files to its shipped place under outputs/reference/, each atomically."""
     shipped.mkdir(parents=True, exist_ok=True)
     for file in files:
         shutil.copyfile(file, shipped / f".{file.name}.tmp")
@@ -297,11 +297,8 @@ def train_point(model: str, data: DomainData, source_names: list[str], head_from
         record.update(trained_by, test_scored_at=now_utc(), test_commit=commit)
     write_json_atomic(folder / POINT, record)
     if ship:
-        copy = shipped_root(root, output_dir) / name
-        copy.mkdir(parents=True, exist_ok=True)
-        for file in ("test_per_user.parquet", RUN_DEFINITION, POINT)[0 if score_test else 1:]:
-            shutil.copyfile(folder / file, copy / f".{file}.tmp")
-            os.replace(copy / f".{file}.tmp", copy / file)
+        files = ("test_per_user.parquet", RUN_DEFINITION, POINT)[0 if score_test else 1:]
+        _ship([folder / f for f in files], shipped_root(root, output_dir) / name)
     return record
 
 
