@@ -1,5 +1,6 @@
 """Issue 14's learning curve on a lent GPU: the points of params/grids/learning_curve.yaml through the
-library calls that notebook 11 makes, smallest first, within a time budget.
+library calls that notebook 11 makes, in the order of --sizes (largest first puts the points that a
+CPU cannot reach first), within a time budget.
 
     XCROSS_DATA_DIR=<data> XCROSS_MINILM_DIR=<weights> python benchmarks/device_learning_curve.py \\
         --out <dir> --budget-s 480 --targets Tools,Toys --sizes 100,300,1000,3000,all
@@ -8,18 +9,22 @@ Every setting is notebook 11's default (its `parameters` cell, read without pape
 `bf16: true`, which is part of each point's definition: a device point never shares a folder, or a
 digest, with a CPU point of the same settings. Each point's record names the device. Points are
 written under <out>/outputs the way the notebook writes them (xcross/..., reference/...); after
-each finished point <out>/learning_curve_device.tar.gz is rewritten with the shipped points and
+each finished point <archive>/learning_curve_device.tar.gz (default <out>) is rewritten with the shipped points and
 the tables, so a call stopped at its limit keeps what finished. Here, `tar -xzf
 learning_curve_device.tar.gz -C outputs/reference learning_curve` adds the points beside the CPU
 ones (other digests; rows name their `device`), and notebook 11 run on a finished point rewrites the
-tables with them. A point is not started when, at the pace
-measured so far, it would end past the budget (the first one always starts).
+tables with them. A point is not started when, at its model's pace measured so far (else the slowest
+pace seen), it would end past the budget (the first one always starts); later, smaller points still run.
+Copying the committed outputs/reference/learning_curve under <out>/outputs/reference first lets the
+device reuse the committed reference rows (same definition) instead of scoring them again.
 
 On the device machine (the data and a MiniLM copy carried in an ignored folder, e.g. `.device/`):
 
     python benchmarks/device_learning_curve.py --prepare .device        # here: data + float16 weights copy
+    mkdir -p /tmp/lc/outputs/reference && cp -r outputs/reference/learning_curve /tmp/lc/outputs/reference/
     XCROSS_DATA_DIR=.device/data XCROSS_MINILM_DIR=.device/minilm PYTHONUNBUFFERED=1 \\
-        python benchmarks/device_learning_curve.py --out $OUT --budget-s 480
+        python benchmarks/device_learning_curve.py --out /tmp/lc --archive $OUT --budget-s 430 \\
+        --targets Toys,Tools --sizes all,3000,1000,300,100
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ def pack(out: Path, outputs: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--archive", type=Path, help="folder for learning_curve_device.tar.gz (default: --out)")
     parser.add_argument("--prepare", type=Path, help="copy the data and the MiniLM weights here, then stop")
     parser.add_argument("--budget-s", type=float, default=480.0)
     parser.add_argument("--targets", default="Tools,Toys")
@@ -125,12 +131,21 @@ def main(argv: list[str] | None = None) -> None:
                                  lambda2=params["lambda2"], parametrisation=params["parametrisation"])
     out, outputs = args.out.resolve(), args.out.resolve() / "outputs"
     out.mkdir(parents=True, exist_ok=True)
-    log("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "torch", torch.__version__)
+    import peft
+    import transformers
+
+    log("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "torch", torch.__version__,
+        "transformers", transformers.__version__, "peft", peft.__version__)
+    archive = (args.archive or out).resolve()
+    archive.mkdir(parents=True, exist_ok=True)
     sizes = [None if s == "all" else int(s) for s in args.sizes.split(",")]
     points = [(size, target, model) for size in sizes for target in args.targets.split(",")
               for model in args.models.split(",")]  # every target's small points before any large one
-    command = "python benchmarks/device_learning_curve.py " + " ".join(a.replace(str(out), "$OUT") for a in sys.argv[1:])
-    setups, examples_per_s = {}, None
+    given = {str(args.out): "<out>", str(out): "<out>"}
+    if args.archive:
+        given.update({str(args.archive): "$OUT", str(archive): "$OUT"})
+    command = "python benchmarks/device_learning_curve.py " + " ".join(given.get(a, a) for a in (argv or sys.argv[1:]))
+    setups, examples_per_s = {}, {}  # per model: X-Cross runs two backbones, LoRA one
     for size, target, model in points:
         if target not in setups:
             setups[target] = lc.curve_setup(target, args.sources, None, params["seed"], params["user_fraction"],
@@ -138,9 +153,10 @@ def main(argv: list[str] | None = None) -> None:
         setup = setups[target]
         n_users, epochs = setup.size_and_epochs(size, params["epochs"], params["min_examples"], params["max_epochs"],
                                                 params["seed"])
-        if examples_per_s and time.perf_counter() - STARTED + n_users * epochs / examples_per_s > args.budget_s:
+        pace = examples_per_s.get(model) or (min(examples_per_s.values()) if examples_per_s else None)
+        if pace and time.perf_counter() - STARTED + n_users * epochs / pace > args.budget_s:
             log(f"not started: {model} on {n_users} {target} users ({n_users * epochs} examples at "
-                f"{examples_per_s:.1f}/s would pass the budget)")
+                f"{pace:.1f}/s would pass the budget)")
             continue
         started = time.perf_counter()
         log(f"{model} on {n_users} {target} users, {epochs} epoch(s)")
@@ -152,14 +168,14 @@ def main(argv: list[str] | None = None) -> None:
             ScorerConfig(encoding=params["lora_encoding"]), setup.backbone, setup.val, setup.test, setup.root,
             command, progress=False, ship=True, output_dir=outputs)
         wall = time.perf_counter() - started
-        examples_per_s = n_users * epochs / wall  # validation and test scoring included: the pace of a whole point
+        examples_per_s[model] = n_users * epochs / wall  # validation and test scoring included: a whole point's pace
         log(f"  kept step {record['kept_step']} of {record['steps']}, validation {record['validation_best']:.2f}, "
-            f"{wall:.0f} s ({examples_per_s:.1f} examples/s)")
+            f"{wall:.0f} s ({examples_per_s[model]:.1f} examples/s)")
         table, _, answer = lc.write_curve_tables(setup, xcross_config, params["primary_metric"], params["max_length"],
                                                  params["seed"], command, time.perf_counter() - STARTED, True, outputs)
         row = table[(table["model"] == model) & (table["size"] == n_users)].iloc[0]
         log(f"  test hit@1 {row['hit@1']:.2f} mrr {row['mrr']:.2f}; smallest significant so far: {answer}")
-        pack(out, outputs)
+        pack(archive, outputs)
     log("done")
 
 

@@ -107,15 +107,17 @@ def test_device_script_runs_the_notebooks_points_in_bf16_under_their_own_digest(
         script.main(["--out", str(tmp_path / "bad"), "-p", "learning_rate", "0"])
     assert not (tmp_path / "bad").exists()
     small = ["-p", "n_val_users", "8", "-p", "train_candidates", "4", "-p", "validate_every", "1", "-p", "max_length", "64"]
-    script.main(["--out", str(tmp_path / "dev"), "--budget-s", "0", "--targets", "Toys", "--sizes", "8,all",
-                 "--models", "X-Cross", "--sources", "Tools,Sports", *small])
-    with tarfile.open(tmp_path / "dev" / "learning_curve_device.tar.gz") as tar:
+    script.main(["--out", str(tmp_path / "dev"), "--archive", str(tmp_path / "back"), "--budget-s", "0",
+                 "--targets", "Toys", "--sizes", "8,all", "--models", "X-Cross", "--sources", "Tools,Sports", *small])
+    assert not (tmp_path / "dev" / "learning_curve_device.tar.gz").exists()  # the archive goes where it is asked
+    with tarfile.open(tmp_path / "back" / "learning_curve_device.tar.gz") as tar:
         names = tar.getnames()
         tar.extractall(tmp_path / "unpacked", filter="data")
     points = sorted((tmp_path / "unpacked" / "learning_curve").glob("Toys-*/X-Cross-n*/point.json"))
     assert [json.loads(p.read_text())["size"] for p in points] == [8]  # the whole split: not started, past the budget
     record = json.loads(points[0].read_text())
     assert record["bf16"] is True and record["device"] == "cpu" and record["learning_rate"] == 3e-4
+    assert str(tmp_path) not in record["command"] and "--archive $OUT" in record["command"]
     definition = json.loads((points[0].parent / "run_definition.json").read_text())["definition"]
     assert definition["train"]["bf16"] is True  # so never the digest of a CPU point, whose bf16 is "auto"
     table = pd.read_csv(tmp_path / "unpacked" / "tables" / "learning_curve_toys.csv")

@@ -276,3 +276,16 @@ def test_a_run_names_the_commit_it_started_with_not_a_later_checkout(tmp_path, m
     assert provenance.checkout_commit() == at_start + "+dirty"
     assert provenance.git_commit() == at_start  # the code this process imported
     assert provenance.stamp(pd.DataFrame({"a": [1]}), "cmd")["commit"].iloc[0] == at_start
+
+
+@pytest.mark.unit
+def test_a_copy_without_git_names_the_commit_it_was_copied_at_or_unknown(tmp_path, monkeypatch):
+    """A lent GPU machine gets the working tree without .git: $XCROSS_COMMIT, else "unknown"."""
+    from xcross_lib import provenance
+
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)  # no repository here, nor above (tmp)
+    monkeypatch.delenv("XCROSS_COMMIT", raising=False)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert provenance.checkout_commit() == "unknown"
+    monkeypatch.setenv("XCROSS_COMMIT", "abc1234")
+    assert provenance.checkout_commit() == "abc1234"

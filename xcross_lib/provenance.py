@@ -27,7 +27,8 @@ def git_commit(short: bool = False) -> str:
 
 
 def checkout_commit(short: bool = False) -> str:
-    """HEAD of the repository now (with '+dirty'): what a process started now would run."""
+    """HEAD of the repository now (with '+dirty'): what a process started now would run. In a copy
+    without git, $XCROSS_COMMIT (set by whoever copied it), else "unknown"."""
     try:
         run = lambda *a: subprocess.run(  # noqa: E731
             ["git", *a], cwd=REPO_ROOT, capture_output=True, text=True, check=True
@@ -35,8 +36,8 @@ def checkout_commit(short: bool = False) -> str:
         commit = run("rev-parse", "--short" if short else "--verify", "HEAD")
         dirty = run("status", "--porcelain", "--untracked-files=no")
         return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    except (OSError, subprocess.CalledProcessError):  # a copy without .git (a lent GPU machine's): what it was copied at
+        return os.environ.get("XCROSS_COMMIT") or "unknown"
 
 
 _COMMIT_AT_START: dict[bool, str] = {}
