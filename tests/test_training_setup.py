@@ -398,3 +398,8 @@ def test_embedding_in_chunks_of_similar_length_equals_one_call(task):
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
     assert len(widths) > 2 and widths[0] == width and min(widths) == 3  # the shortest rows: [CLS] x [SEP]
     assert sum(widths) < len(widths) * width
+
+    widths.clear()  # off the CPU (meta tensors stand in for a GPU's): one call, padded to the batch's width
+    out = embed_by_length(lambda i, m: widths.append(i.shape[1]) or torch.empty(len(i), 4, device=i.device),
+                          input_ids.to("meta"), mask.to("meta"))
+    assert widths == [width] and out.shape == (len(ids), 4)
