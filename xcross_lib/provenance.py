@@ -36,7 +36,7 @@ def checkout_commit(short: bool = False) -> str:
         commit = run("rev-parse", "--short" if short else "--verify", "HEAD")
         dirty = run("status", "--porcelain", "--untracked-files=no")
         return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):  # a copy without .git (a lent GPU machine's): what it was copied at
+    except (OSError, subprocess.CalledProcessError):  # a copy without .git (a lent GPU machine)
         return os.environ.get("XCROSS_COMMIT") or "unknown"
 
 
