@@ -61,14 +61,14 @@ def test_every_pipeline_step_has_valid_parameters_and_a_pipeline_typo_is_an_erro
 @pytest.mark.unit
 def test_report_reads_the_shipped_results_beside_another_outputs_folder(tmp_path):
     from xcross_lib import report
-    from xcross_lib.paths import REPO_ROOT
+    from xcross_lib.paths import REPO_ROOT, shown_path
 
     (tmp_path / "reference").mkdir()
     pd.DataFrame({"model": ["X-Cross", "Pooler + Scorer", "Sports (zero-shot)", "random"], "target": "Tools",
                   "hit@1": [9.0, 8.0, 7.0, 3.0], "mrr": [20.0, 19.0, 18.0, 10.0], "n_users": 300}).to_csv(
         tmp_path / "reference" / "table2_tools.csv", index=False)
     table = report.our_table2(tmp_path)
-    mine = table[table["results"] == str(tmp_path)].set_index("model")
+    mine = table[table["results"] == shown_path(tmp_path)].set_index("model")  # relative where beside the repo
     assert sorted(mine.index) == ["Pooler + Scorer", "Sports-LoRA", "X-Cross", "random"]
     assert mine.loc["random", "group"] == "Reference rows" and mine.loc["Sports-LoRA", "group"].startswith("LoRA Fine-Tuning")
     if (REPO_ROOT / "outputs" / "reference" / "zero_shot_matrix.csv").is_file():  # the shipped results, labelled
