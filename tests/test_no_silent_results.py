@@ -266,12 +266,16 @@ def test_a_run_names_the_commit_it_started_with_not_a_later_checkout(tmp_path, m
     git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)  # noqa: E731
     git("init", "-q")
     (tmp_path / "code.py").write_text("x = 1\n")
-    git("add", "code.py")
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "table.csv").write_text("a\n1\n")
+    git("add", "code.py", "outputs/table.csv")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
     monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
     monkeypatch.setattr(provenance, "_COMMIT_AT_START", {})
     at_start = provenance.git_commit()
     assert len(at_start) == 40 and not at_start.endswith("+dirty")
+    (tmp_path / "outputs" / "table.csv").write_text("a\n2\n")  # an earlier run's committed table, rewritten
+    assert provenance.checkout_commit() == at_start  # outputs/ is not code
     (tmp_path / "code.py").write_text("x = 2\n")  # the checkout changes while the run goes on
     assert provenance.checkout_commit() == at_start + "+dirty"
     assert provenance.git_commit() == at_start  # the code this process imported

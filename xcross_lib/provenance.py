@@ -18,7 +18,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def git_commit(short: bool = False) -> str:
-    """HEAD of the repository, with '+dirty' when tracked files have uncommitted changes, as it was
+    """HEAD of the repository, with '+dirty' when tracked files outside outputs/ have uncommitted
+    changes (a grid's runs rewrite committed result tables there; that is not other code), as it was
     when this process first asked: a process runs the code it imported, not a later checkout (a run
     that spans a commit would otherwise name the newer one)."""
     if short not in _COMMIT_AT_START:
@@ -34,7 +35,7 @@ def checkout_commit(short: bool = False) -> str:
             ["git", *a], cwd=REPO_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         commit = run("rev-parse", "--short" if short else "--verify", "HEAD")
-        dirty = run("status", "--porcelain", "--untracked-files=no")
+        dirty = run("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)outputs")
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):  # a copy without .git (a lent GPU machine)
         return os.environ.get("XCROSS_COMMIT") or "unknown"
