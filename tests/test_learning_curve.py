@@ -120,6 +120,29 @@ def test_validation_curves_mark_the_kept_step():
     assert sorted(zip(kept["model"], kept["step"])) == [("LoRA", 2), ("X-Cross", 0)]
 
 
+def test_learning_curve_plot_has_a_panel_per_metric_with_the_kept_state_starred():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xcross_lib.plots import plot_learning_curves
+
+    losses, validations = validation_curves([(record("LoRA", 100), None), (record("X-Cross", 300, kept_step=0), None)])
+    axes = plot_learning_curves(losses, validations, ("mrr", "hit@1"))
+    assert axes.shape == (2, 3)  # a row per model (sorted): loss, MRR, Hit@1
+    for row, model, kept_step in zip(axes, ["LoRA", "X-Cross"], [2, 0]):
+        assert "training loss" in row[0].get_title() and model in row[0].get_title()
+        for ax, metric in zip(row[1:], ["mrr", "hit@1"]):
+            star = [line for line in ax.get_lines() if line.get_marker() == "*"]
+            assert len(star) == 1 and list(star[0].get_xdata()) == [kept_step]
+            expected = validations[(validations["model"] == model) & (validations["step"] == kept_step)][metric]
+            assert list(star[0].get_ydata()) == list(expected)
+    assert "Hit@1" in axes[0][2].get_title() and "MRR" in axes[0][1].get_title()
+    assert plot_learning_curves(losses, validations, "mrr").shape == (2, 2)  # one metric by name
+    plt.close("all")
+
+
 def test_report_training_curves_read_every_committed_point_once_with_its_target(tmp_path):
     from xcross_lib import report
     from xcross_lib.paths import REPO_ROOT

@@ -116,26 +116,32 @@ def plot_curve_points(table: pd.DataFrame, metric: str = "mrr", references: Sequ
     return ax
 
 
-def plot_learning_curves(losses: pd.DataFrame, validations: pd.DataFrame, metric: str = "mrr", n_candidates: int = 30):
-    """Training loss and validation metric over optimizer steps for every point of a learning
-    curve: one row of two panels per model, one line per size, the kept states starred."""
+def plot_learning_curves(losses: pd.DataFrame, validations: pd.DataFrame, metrics: str | Sequence[str] = ("mrr", "hit@1"),
+                         n_candidates: int = 30):
+    """Training loss and validation metrics over optimizer steps for every point of a learning
+    curve: one row per model (the loss, then one panel per metric), one line per size, the kept
+    states starred. Returns the axes, shape (models, 1 + metrics)."""
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     models = sorted(validations["model"].unique()) if len(validations) else []
-    fig, axes = plt.subplots(max(1, len(models)), 2, figsize=(12, 3.4 * max(1, len(models))), squeeze=False)
-    label = "Hit@1" if metric == "hit@1" else metric.upper()
+    n_rows, n_cols = max(1, len(models)), 1 + len(metrics)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.5 * n_cols, 3.4 * n_rows), squeeze=False)
     for row, model in zip(axes, models):
         for k, (size, group) in enumerate(validations[validations["model"] == model].groupby("size")):
             loss = losses[(losses["model"] == model) & (losses["size"] == size)]
             if len(loss):
                 window = max(1, len(loss) // 10)
                 row[0].plot(loss["step"], loss["loss"].rolling(window, min_periods=1).mean(), c=f"C{k}", label=f"{size} users")
-            row[1].plot(group["step"], group[metric], marker="o", ms=3, c=f"C{k}", label=f"{size} users")
             kept = group[group["kept"]]
-            row[1].plot(kept["step"], kept[metric], marker="*", ms=12, c=f"C{k}", ls="")
+            for ax, metric in zip(row[1:], metrics):
+                ax.plot(group["step"], group[metric], marker="o", ms=3, c=f"C{k}", label=f"{size} users")
+                ax.plot(kept["step"], kept[metric], marker="*", ms=12, c=f"C{k}", ls="")
         row[0].axhline(np.log(n_candidates), ls="--", c="gray", lw=1, label=f"ln {n_candidates}")
         row[0].set(title=f"{model}: training loss (rolling mean)", xlabel="optimizer step", ylabel="cross-entropy")
-        row[1].set(title=f"{model}: validation {label} (kept state starred)", xlabel="optimizer step", ylabel=f"{label} (%)")
-        row[0].legend(fontsize=8)
-        row[1].legend(fontsize=8)
+        for ax, metric in zip(row[1:], metrics):
+            label = "Hit@1" if metric == "hit@1" else metric.upper()
+            ax.set(title=f"{model}: validation {label} (kept starred)", xlabel="optimizer step", ylabel=f"{label} (%)")
+        for ax in row:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     return axes
 
