@@ -29,6 +29,26 @@ def test_grid_expands_and_checks_names(tmp_path):
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize("grid", sorted(p.name for p in (REPO_ROOT / "params" / "grids").glob("*.yaml")))
+def test_every_committed_grid_loads_with_its_parameters_checked(grid):
+    name, _, runs = batch.load_grid(REPO_ROOT / "params" / "grids" / grid)
+    assert name == grid.removesuffix(".yaml") and runs and len({r.key for r in runs}) == len(runs)
+
+
+@pytest.mark.unit
+def test_the_tables_grid_runs_x_cross_before_its_baselines_over_the_papers_source_pairs():
+    _, profile, runs = batch.load_grid(REPO_ROOT / "params" / "grids" / "tables.yaml")
+    pairs = {"Tools": "Sports,Electronics", "Toys": "Sports,Electronics", "Sports": "Toys,Electronics",
+             "Electronics": "Tools,Toys"}  # DESIGN.md, the paper's Table 1
+    order = [(r.notebook, r.parameters["target"]) for r in runs]
+    assert profile == "cpu" and {t for n, t in order if n == "04_baselines"} == set(pairs)
+    for run in runs:
+        assert run.parameters["sources"] == pairs[run.parameters["target"]] and run.parameters["write_reference"]
+        if run.notebook == "04_baselines":  # it reads the newest finished X-Cross run of its target
+            assert order.index(("03_xcross", run.parameters["target"])) < order.index(("04_baselines", run.parameters["target"]))
+
+
+@pytest.mark.unit
 def test_ledger_ignores_a_cut_line_and_keeps_the_next_record(tmp_path):
     ledger = batch.Ledger(tmp_path / "l.jsonl")
     ledger.append({"key": "a", "status": "ok"})

@@ -112,6 +112,10 @@ def test_resumed_run_ends_with_the_same_weights(tiny_task, tmp_path):
     pd.testing.assert_frame_equal(whole_result.curve.drop(columns="examples_per_s"),
                                   resumed_result.curve.drop(columns="examples_per_s"))
     assert resumed_result.validation["hit@1"].tolist() == whole_result.validation["hit@1"].tolist()
+    # the wall time is the training's, summed over both processes: a run that only reloads a finished
+    # checkpoint reports the seconds that trained it, not the second it took to read them
+    _, again = run(tmp_path / "cut")
+    assert partial.wall_s < resumed_result.wall_s <= again.wall_s < resumed_result.wall_s + 5
 
 
 def test_a_checkpoint_of_other_settings_is_refused(tiny_task, tmp_path):

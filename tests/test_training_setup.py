@@ -403,3 +403,38 @@ def test_embedding_in_chunks_of_similar_length_equals_one_call(task):
     out = embed_by_length(lambda i, m: widths.append(i.shape[1]) or torch.empty(len(i), 4, device=i.device),
                           input_ids.to("meta"), mask.to("meta"))
     assert widths == [width] and out.shape == (len(ids), 4)
+
+
+def test_a_finished_run_of_the_same_definition_is_adopted_not_trained_again(made_target, tmp_path, monkeypatch):
+    """Notebook 03 at the learning curve's size defines the same run as the curve's point: its
+    training is copied in (adopted_from.json names the twin) and resumes at its end; the test users
+    are scored again from the adopted weights. A run that differs in one setting trains anew."""
+    from xcross_lib import experiments
+    from xcross_lib.training import trainer
+
+    monkeypatch.setattr(experiments, "source_models", lambda names: [{"name": s, "adapter_sha256": s} for s in names])
+    frames, home = made_target.frames, tmp_path / "xcross"
+    train_config = TrainConfig(batch_size=4, max_length=48, bf16=False)
+
+    def run(out, lambda1=1.0):
+        config = XCrossConfig(lambda1=lambda1)
+        model = XCross(load_backbone("tiny-bert", seed=0), two_tower_sources(2), config)
+        return experiments.run_xcross(made_target, ["A", "B"], config, train_config, frames["train"],
+                                      frames["validation"], frames["test"], out, model=model, with_untrained=False,
+                                      progress=False, reuse_under=home)
+
+    first = run(home / "Tools-learning-curve" / "X-Cross-n8")
+    assert experiments.adopted_from(first.out) is None
+    trained_steps = []
+    real_loss = trainer.multiple_choice_loss
+    monkeypatch.setattr(trainer, "multiple_choice_loss", lambda *a: trained_steps.append(1) or real_loss(*a))
+    twin = run(home / "Tools-full-Kall")
+    assert trained_steps == []  # resumed at the end: no step trained again
+    assert experiments.adopted_from(twin.out)["folder"].endswith("Tools-learning-curve/" + first.out.name)
+    assert twin.out.name.split("-")[-1] == first.out.name.split("-")[-1]  # the same definition digest
+    pd.testing.assert_frame_equal(twin.per_user, first.per_user)
+    assert twin.result.best_step == first.result.best_step and twin.result.wall_s >= first.result.wall_s
+    record = json.loads((twin.out / "xcross.json").read_text())
+    assert record["adopted_from"]["folder"] == experiments.adopted_from(twin.out)["folder"]
+    other = run(home / "Tools-other", lambda1=0.5)
+    assert experiments.adopted_from(other.out) is None and trained_steps  # another definition: trained

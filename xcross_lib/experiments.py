@@ -18,7 +18,7 @@ from .models import Scorer, ScorerConfig, load_backbone
 from .models.scorer import scorer_config_of, set_head_trainable
 from .models.source import load_source, locate_sources, save_source
 from .paths import outputs_dir, shown_path
-from .provenance import claim_run_folder, definition_digest, git_commit, now_utc, write_json_atomic
+from .provenance import ADOPTED, claim_run_folder, definition_digest, git_commit, now_utc, write_json_atomic
 from .training import TrainConfig, evaluate_scorer, train_scorer
 from .training.trainer import bf16_available
 
@@ -152,10 +152,12 @@ def train_source_model(
     command: str = "",
     progress: bool = True,
     prefix_min_history: int | None = None,
+    reuse_under: str | Path | None = None,
 ):
     """Train one domain's LoRA scorer and save it (adapter, head, record) under out_dir.
     prefix_min_history: also train on every prefix of that many items or more of each training
-    user (more examples per user); None trains on one example per user, as evaluated."""
+    user (more examples per user); None trains on one example per user, as evaluated.
+    reuse_under: where a finished run of the same definition is looked for (claim_run_folder)."""
     train_config = train_config or TrainConfig()
     scorer_config = scorer_config or ScorerConfig()
     out_dir = Path(out_dir or outputs_dir() / "sources" / data.domain.name)
@@ -172,7 +174,7 @@ def train_source_model(
     val = seeded_subset(data.frames["validation"], n_val_users, train_config.seed)
     digest = claim_run_folder(out_dir, run_definition(
         "source LoRA", data, train_config, train, val, backbone=backbone_name, scorer=scorer_config.to_dict(),
-        prefix_min_history=prefix_min_history))
+        prefix_min_history=prefix_min_history), reuse_under)
     result = train_scorer(model, encoder, train, val, train_config, out_dir / "run", progress=progress)
     # a small slice scored in float32, for tests that check a shipped model against its record
     check = val.head(CHECK_SLICE_USERS)
@@ -187,6 +189,7 @@ def train_source_model(
         "data_fingerprint": data.domain.fingerprint,
         "candidates_sha256": data.protocol.info["candidates_sha256"],
         "run_digest": digest,
+        "adopted_from": adopted_from(out_dir),
         "best_epoch": result.best_epoch,
         "best_step": result.best_step,
         "validation_hit1": result.best_hit1,
@@ -422,10 +425,16 @@ def xcross_definition(data: DomainData, source_names: list[str], xcross_config, 
         xcross=xcross_config.to_dict() if xcross_config is not None else None, model_settings=model_settings or {})
 
 
+def adopted_from(folder: Path) -> dict | None:
+    """Where a run's training was copied from (claim_run_folder's reuse_under), or None."""
+    path = Path(folder) / ADOPTED
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_config: TrainConfig,
                train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame | None, out: Path, head_from: int = 0,
                with_untrained: bool = True, progress: bool = True, model=None, kind: str = "X-Cross",
-               model_settings: dict | None = None) -> XCrossRun:
+               model_settings: dict | None = None, reuse_under: str | Path | None = None) -> XCrossRun:
     """Build X-Cross over the sources (or take `model`, e.g. a baseline, with `model_settings`
     saying what defines it), train it on `train`, score `test`.
 
@@ -433,7 +442,9 @@ def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_c
     model settings, source model digests, data, users, training settings), so a run with other
     settings never resumes from or overwrites this one; the folder holds run_definition.json and is
     refused for any other definition. An interrupted run resumes from its checkpoint, a finished
-    one is not trained again. Results: test_per_user.parquet (test None: none, validation only), xcross.json."""
+    one is not trained again; with reuse_under (outputs/xcross), neither is a run finished in another
+    folder with the same definition (claim_run_folder copies its training in; its test users are
+    scored again here). Results: test_per_user.parquet (test None: none, validation only), xcross.json."""
     commit, started_at = git_commit(), now_utc()
     model = model if model is not None else build_xcross(source_names, xcross_config, head_from)
     if not train_config.train_head:
@@ -442,7 +453,7 @@ def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_c
                                    model_settings, model.backbone_name)
     out = Path(out)
     out = out.with_name(f"{out.name}-{definition_digest(definition)}")
-    digest = claim_run_folder(out, definition)
+    digest = claim_run_folder(out, definition, reuse_under)
     encoder = PromptEncoder(model.tokenizer, data.domain.titles, train_config.max_length, scorer_config_of(model).encoding)
     untrained = evaluate_scorer(model, encoder, test, progress=False) if with_untrained and test is not None else None
     result = train_scorer(model, encoder, train, val, train_config, out / "run", progress=progress)
@@ -455,6 +466,7 @@ def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_c
     write_json_atomic(out / "xcross.json", {
         "model": kind, "target": data.domain.name, "sources": source_names, "source_models": definition["sources"],
         "head_from": source_names[head_from], "run_digest": digest, "folder": shown_path(out),
+        "adopted_from": adopted_from(out),
         "xcross": definition["xcross"], "model_settings": model_settings or {}, "train_config": train_config.to_dict(),
         "n_train_users": len(train), "n_val_users": len(val), "n_test_users": 0 if test is None else len(test),
         "parameters": parameter_counts(model), "best_step": result.best_step, "best_epoch": result.best_epoch,

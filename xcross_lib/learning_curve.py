@@ -267,13 +267,15 @@ def train_point(model: str, data: DomainData, source_names: list[str], head_from
     searched = json.loads((folder / POINT).read_text()) if (folder / POINT).is_file() else None  # trained, not tested
     if model == "LoRA":  # a new adapter on the target; train_source_model draws the same users by the same seed
         trained, encoder, result, _ = train_source_model(data, lora_backbone, lora_scorer, train_config, len(train),
-                                                         len(val), folder, command, progress=progress)
+                                                         len(val), folder, command, progress=progress,
+                                                         reuse_under=Path(root).parent)
         per_user = evaluate_scorer(trained, encoder, test, bf16=result.bf16, progress=False) if score_test else None
     else:
         baseline = build_baseline(model, source_names, head_from) if model == "Pooler + Scorer" else None
         run = run_xcross(data, source_names, None if baseline is not None else xcross_config, train_config, train, val,
                          test if score_test else None, Path(root) / point_name(model, len(train)), head_from,
-                         with_untrained=False, progress=progress, model=baseline, kind=definition["kind"])
+                         with_untrained=False, progress=progress, model=baseline, kind=definition["kind"],
+                         reuse_under=Path(root).parent)  # outputs/xcross: a twin from notebooks 03-05 is not retrained
         assert run.out.name == name, (run.out.name, name)  # the folder is what _point_setup defined
         result, per_user, trained = run.result, run.per_user, run.model
     if per_user is not None:

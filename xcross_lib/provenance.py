@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import RunMismatchError
+from .paths import shown_path
 
 RUN_DEFINITION = "run_definition.json"
 
@@ -102,11 +104,19 @@ def definition_digest(definition: dict) -> str:
     return hashlib.sha256(json.dumps(definition, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def claim_run_folder(folder: str | os.PathLike, definition: dict) -> str:
+ADOPTED = "adopted_from.json"
+
+
+def claim_run_folder(folder: str | os.PathLike, definition: dict, reuse_under: str | os.PathLike | None = None) -> str:
     """Tie `folder` to the run that `definition` describes (everything that defines it: model
     settings, backbone, source model digests, data fingerprint, users, training settings).
     A new folder gets run_definition.json; a folder that holds another definition is refused with
-    an error naming the settings that differ. Returns the definition's digest."""
+    an error naming the settings that differ. Returns the definition's digest.
+
+    reuse_under: a new folder first looks there (recursively) for a finished run of the same
+    definition, e.g. the learning curve's 3,000-user point for notebook 03 at 3,000 users, and copies
+    its training (`run/`: checkpoint, kept weights, curves) in, so training resumes at its end instead
+    of being repeated; adopted_from.json names the folder it came from (finished_twin)."""
     folder = Path(folder)
     definition = json.loads(json.dumps(definition, sort_keys=True, default=str))  # what JSON keeps
     digest = definition_digest(definition)
@@ -122,5 +132,24 @@ def claim_run_folder(folder: str | os.PathLike, definition: dict) -> str:
                 f"{'; ...' if len(changed) > 8 else ''}). Its results are not this run's: choose another "
                 "output folder, or remove this one to run again.")
         return digest
+    twin = finished_twin(reuse_under, definition, folder) if reuse_under is not None else None
+    if twin is not None and not (folder / "run").exists():
+        shutil.copytree(twin / "run", folder / "run")
+        write_json_atomic(folder / ADOPTED, {"folder": shown_path(twin), "digest": digest, "adopted_at": now_utc()})
     write_json_atomic(path, {"digest": digest, "definition": definition})
     return digest
+
+
+def finished_twin(under: str | os.PathLike, definition: dict, besides: str | os.PathLike | None = None) -> Path | None:
+    """A folder under `under` (recursively; not `besides`) whose run_definition.json holds exactly
+    `definition` and whose training finished (run/curve.json is written at its end); None if none.
+    A twin trains the same model: the definition holds every setting, the data and the users."""
+    definition = json.loads(json.dumps(definition, sort_keys=True, default=str))
+    besides = Path(besides).resolve() if besides is not None else None
+    for path in sorted(Path(under).rglob(RUN_DEFINITION)):
+        folder = path.parent
+        if folder.resolve() == besides or not (folder / "run" / "curve.json").is_file():
+            continue
+        if json.loads(path.read_text()).get("definition") == definition:
+            return folder
+    return None

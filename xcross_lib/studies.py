@@ -89,12 +89,14 @@ def prompt_lengths(encoder, frame: pd.DataFrame) -> np.ndarray:
 def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcross_config, xcross_train,
                       lora_scorer, lora_train, val: pd.DataFrame, test: pd.DataFrame, out, seed: int = 0,
                       models: tuple[str, ...] = ("X-Cross", "LoRA"), head_from: int = 0,
-                      lora_backbone: str | None = None, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      lora_backbone: str | None = None, progress: bool = True,
+                      reuse_under=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """X-Cross and a target LoRA trained on `n_subsets` seeded random subsets of each training size,
     all scored on the same test users. Subset k of size s is seeded by (seed, s, k) and is the same
     for every model. Each run's per-user results are saved under out/ as it finishes and reused, so
     an interrupted study resumes. Returns (per_user: model, size, subset, user, metrics;
-    runs: one row per run with its mean metrics, training prompt-length statistics and wall time)."""
+    runs: one row per run with its mean metrics, training prompt-length statistics and wall time).
+    reuse_under: where finished runs of the same definition are looked for (claim_run_folder)."""
     import time
     from dataclasses import replace
     from pathlib import Path
@@ -130,12 +132,12 @@ def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcro
             started = time.perf_counter()
             if model == "X-Cross":
                 run = run_xcross(data, source_names, xcross_config, xcross_train, train, val, test, out / "runs" / name,
-                                 head_from, with_untrained=False, progress=False)
+                                 head_from, with_untrained=False, progress=False, reuse_under=reuse_under)
                 frame, encoder, trained = run.per_user, run.encoder, run.model
             elif model == "LoRA":  # a new adapter on the target; train_source_model draws the same subset by this seed
                 scorer, encoder, result, _ = train_source_model(
                     data, lora_backbone, lora_scorer, replace(lora_train, seed=subset_seed), size, len(val),
-                    out / "runs" / name, progress=False)
+                    out / "runs" / name, progress=False, reuse_under=reuse_under)
                 frame, trained = evaluate_scorer(scorer, encoder, test, bf16=result.bf16, progress=False), scorer
             else:
                 raise ValueError(f"unknown model {model!r}; known: X-Cross, LoRA")

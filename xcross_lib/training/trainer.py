@@ -95,7 +95,7 @@ class TrainResult:
     validation: pd.DataFrame  # epoch, step, examples, hit@1, mrr (step 0: the untrained start)
     best_epoch: int
     best_hit1: float  # validation Hit@1 of the kept weights
-    wall_s: float
+    wall_s: float  # seconds of training, summed over every process that worked on the run (resumes included)
     bf16: bool = False  # whether training ran under bf16 autocast
     config: dict = field(default_factory=dict)
     best_step: int = -1  # optimizer step of the kept weights (0: the untrained start)
@@ -194,7 +194,7 @@ def train_scorer(
 
     # the window of the next learning-curve point is part of the state: a resumed run logs the same curve
     state = {"epoch": 0, "batch": 0, "step": 0, "examples": 0, "curve": [], "validation": [], "best": None,
-             "window_loss": [], "window_examples": 0, "window_s": 0.0}
+             "window_loss": [], "window_examples": 0, "window_s": 0.0, "train_s": 0.0}
     ckpt_path, best_path = out / "checkpoint.pt", out / "best.pt"
     settings = {k: v for k, v in config.to_dict().items() if k not in NON_DEFINING}
     if ckpt_path.is_file():
@@ -211,12 +211,16 @@ def train_scorer(
         scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["torch_rng"])
         state = {**state, **ckpt["state"]}
+    before_s = state["train_s"]  # seconds of the processes before this one (a checkpoint keeps them)
     last_checkpoint = [time.perf_counter()]
+
+    def train_s() -> float:
+        return before_s + time.perf_counter() - started
 
     def checkpoint() -> None:
         _save_atomic({"settings": settings, "n_train": len(train), "model": raw_model.trainable_state(),
                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "torch_rng": torch.get_rng_state(), "state": {**state, "window_s": window_s()}}, ckpt_path)
+                      "torch_rng": torch.get_rng_state(), "state": {**state, "window_s": window_s(), "train_s": train_s()}}, ckpt_path)
         last_checkpoint[0] = time.perf_counter()
 
     def window_s() -> float:
@@ -294,7 +298,7 @@ def train_scorer(
             if stop_after_steps is not None and steps_run >= stop_after_steps:
                 checkpoint()
                 bar.close()
-                return _result(state, config, started, use_bf16)
+                return _result(state, config, train_s(), use_bf16)
         # epoch end: validation, best weights, checkpoint
         validate()
         state["epoch"], state["batch"] = epoch + 1, 0
@@ -302,13 +306,13 @@ def train_scorer(
     bar.close()
     if best_path.is_file():
         raw_model.load_trainable_state(torch.load(best_path, weights_only=True))
-    result = _result(state, config, started, use_bf16)
+    result = _result(state, config, train_s(), use_bf16)
     (out / "curve.json").write_text(json.dumps({"curve": state["curve"], "validation": state["validation"]}, indent=1))
     return result
 
 
-def _result(state: dict, config: TrainConfig, started: float, bf16: bool) -> TrainResult:
+def _result(state: dict, config: TrainConfig, wall_s: float, bf16: bool) -> TrainResult:
     best = state["best"] or {"epoch": -1, "step": -1, "hit@1": -1.0, config.select_metric: float("nan")}
     return TrainResult(pd.DataFrame(state["curve"]), pd.DataFrame(state["validation"]), best["epoch"],
-                       best["hit@1"], time.perf_counter() - started, bf16, config.to_dict(), best["step"],
+                       best["hit@1"], wall_s, bf16, config.to_dict(), best["step"],
                        best[config.select_metric])
