@@ -134,7 +134,10 @@ def claim_run_folder(folder: str | os.PathLike, definition: dict, reuse_under: s
         return digest
     twin = finished_twin(reuse_under, definition, folder) if reuse_under is not None else None
     if twin is not None and not (folder / "run").exists():
-        shutil.copytree(twin / "run", folder / "run")
+        partial = folder / "run.adopting"  # renamed when whole: an interrupted copy is never resumed from
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(twin / "run", partial)
+        partial.rename(folder / "run")
         write_json_atomic(folder / ADOPTED, {"folder": shown_path(twin), "digest": digest, "adopted_at": now_utc()})
     write_json_atomic(path, {"digest": digest, "definition": definition})
     return digest
