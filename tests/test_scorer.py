@@ -116,6 +116,11 @@ def test_resumed_run_ends_with_the_same_weights(tiny_task, tmp_path):
     # checkpoint reports the seconds that trained it, not the second it took to read them
     _, again = run(tmp_path / "cut")
     assert partial.wall_s < resumed_result.wall_s <= again.wall_s < resumed_result.wall_s + 5
+    # a checkpoint written before training time was kept: the time is unknown, not the last process's
+    ckpt = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    del ckpt["state"]["train_s"]
+    torch.save(ckpt, tmp_path / "cut" / "checkpoint.pt")
+    assert np.isnan(run(tmp_path / "cut")[1].wall_s)
 
 
 def test_a_checkpoint_of_other_settings_is_refused(tiny_task, tmp_path):

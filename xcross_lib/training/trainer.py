@@ -95,7 +95,8 @@ class TrainResult:
     validation: pd.DataFrame  # epoch, step, examples, hit@1, mrr (step 0: the untrained start)
     best_epoch: int
     best_hit1: float  # validation Hit@1 of the kept weights
-    wall_s: float  # seconds of training, summed over every process that worked on the run (resumes included)
+    wall_s: float  # seconds of training, summed over every process that worked on the run (resumes included);
+    # NaN for a run resumed from a checkpoint that did not keep them (written before 6fd87e2)
     bf16: bool = False  # whether training ran under bf16 autocast
     config: dict = field(default_factory=dict)
     best_step: int = -1  # optimizer step of the kept weights (0: the untrained start)
@@ -211,6 +212,8 @@ def train_scorer(
         scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["torch_rng"])
         state = {**state, **ckpt["state"]}
+        if "train_s" not in ckpt["state"]:  # written before training time was kept: the time before is unknown
+            state["train_s"] = float("nan")
     before_s = state["train_s"]  # seconds of the processes before this one (a checkpoint keeps them)
     last_checkpoint = [time.perf_counter()]
 
