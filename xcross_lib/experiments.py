@@ -18,7 +18,7 @@ from .models import Scorer, ScorerConfig, load_backbone
 from .models.scorer import scorer_config_of, set_head_trainable
 from .models.source import load_source, locate_sources, save_source
 from .paths import outputs_dir, shown_path
-from .provenance import ADOPTED, claim_run_folder, definition_digest, git_commit, now_utc, write_json_atomic
+from .provenance import adopted_from, claim_run_folder, definition_digest, git_commit, now_utc, write_json_atomic
 from .training import TrainConfig, evaluate_scorer, train_scorer
 from .training.trainer import bf16_available
 
@@ -423,12 +423,6 @@ def xcross_definition(data: DomainData, source_names: list[str], xcross_config, 
         kind, data, train_config, train, val, backbone=backbone or read_record(source_names[0])["backbone"],
         sources=source_models(source_names), head_from=source_names[head_from],
         xcross=xcross_config.to_dict() if xcross_config is not None else None, model_settings=model_settings or {})
-
-
-def adopted_from(folder: Path) -> dict | None:
-    """Where a run's training was copied from (claim_run_folder's reuse_under), or None."""
-    path = Path(folder) / ADOPTED
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_config: TrainConfig,

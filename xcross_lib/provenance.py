@@ -143,6 +143,12 @@ def claim_run_folder(folder: str | os.PathLike, definition: dict, reuse_under: s
     return digest
 
 
+def adopted_from(folder: str | os.PathLike) -> dict | None:
+    """Where a run's training was copied from (claim_run_folder's reuse_under), or None."""
+    path = Path(folder) / ADOPTED
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def finished_twin(under: str | os.PathLike, definition: dict, besides: str | os.PathLike | None = None) -> Path | None:
     """A folder under `under` (recursively; not `besides`) whose run_definition.json holds exactly
     `definition` and whose training finished (run/curve.json is written at its end); None if none.

@@ -221,9 +221,10 @@ def train_scorer(
         return before_s + time.perf_counter() - started
 
     def checkpoint() -> None:
+        state["train_s"] = train_s()  # the result reports the last checkpoint's: a reloaded finished run, the same
         _save_atomic({"settings": settings, "n_train": len(train), "model": raw_model.trainable_state(),
                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                      "torch_rng": torch.get_rng_state(), "state": {**state, "window_s": window_s(), "train_s": train_s()}}, ckpt_path)
+                      "torch_rng": torch.get_rng_state(), "state": {**state, "window_s": window_s()}}, ckpt_path)
         last_checkpoint[0] = time.perf_counter()
 
     def window_s() -> float:
@@ -301,7 +302,7 @@ def train_scorer(
             if stop_after_steps is not None and steps_run >= stop_after_steps:
                 checkpoint()
                 bar.close()
-                return _result(state, config, train_s(), use_bf16)
+                return _result(state, config, state["train_s"], use_bf16)
         # epoch end: validation, best weights, checkpoint
         validate()
         state["epoch"], state["batch"] = epoch + 1, 0
@@ -309,7 +310,7 @@ def train_scorer(
     bar.close()
     if best_path.is_file():
         raw_model.load_trainable_state(torch.load(best_path, weights_only=True))
-    result = _result(state, config, train_s(), use_bf16)
+    result = _result(state, config, state["train_s"], use_bf16)
     (out / "curve.json").write_text(json.dumps({"curve": state["curve"], "validation": state["validation"]}, indent=1))
     return result
 
