@@ -90,3 +90,37 @@ def test_recorded_commands_read_as_typed_and_parse_back():
     for value, text in ((True, "true"), (100, "100"), ([50, 75], "[50, 75]"), (None, "null"), (3e-4, "0.0003"),
                         ("X-Cross (head frozen)", "X-Cross (head frozen)")):
         assert batch._cli_value(value) == text and _parse_value(text) == value
+
+
+@pytest.mark.unit
+def test_a_run_shipped_by_an_earlier_checkout_is_skipped_and_new_shipped_runs_are_recorded(tmp_path, monkeypatch):
+    """A fresh clone has no outputs/batch/ ledger, only the committed outputs/reference/batch/ one:
+    what it lists as finished is not run again, and a run that writes reference tables is added to it."""
+    spec = {"name": "tables", "profile": "smoke",
+            "runs": [{"notebook": "03_xcross", "grid": {"target": ["Tools", "Toys", "Sports"]},
+                      "fixed": {"write_reference": True}},
+                     {"notebook": "03_xcross", "grid": {"target": ["Electronics"]}}]}
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump(spec))
+    runs = batch.load_grid(grid)[2]
+    out = tmp_path / "out"
+    local, shipped = batch.grid_ledgers(out, "tables")
+    shipped.append({"key": runs[0].key, "status": "ok"})       # Tools: shipped by an earlier session
+    shipped.append({"key": runs[1].key, "status": "failed"})   # Toys: failed there, so it runs again
+    executed = []
+
+    def fake_execute(run, profile, notebooks_dir, claim=None):
+        executed.append(run.parameters["target"])
+        return {"key": run.key, "parameters": run.parameters, "status": "ok"}
+
+    monkeypatch.setattr(batch, "execute", fake_execute)
+    batch.run_grid(grid, output_dir=out, progress=False)
+    assert executed == ["Toys", "Sports", "Electronics"]
+    assert [r["key"] for r in local.records()] == [r.key for r in runs[1:]]
+    # only the runs that wrote reference tables go to the shipped ledger (Electronics did not)
+    assert [(r["key"], r["status"]) for r in shipped.records()] == [
+        (runs[0].key, "ok"), (runs[1].key, "failed"), (runs[1].key, "ok"), (runs[2].key, "ok")]
+    assert batch.done_keys(out, "tables") == {r.key for r in runs}
+    executed.clear()
+    batch.run_grid(grid, output_dir=out, progress=False)
+    assert executed == []

@@ -1,6 +1,7 @@
 """The papermill runner: parameter checks (unit) and the data notebook on made data (smoke)."""
 
 import json
+import shutil
 
 import nbformat
 import pandas as pd
@@ -194,7 +195,11 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     assert ablation["params_per_layer"].iloc[0] == 2 * 32 * 4 and ablation["params_per_layer"].iloc[1] == 0
     assert pd.read_csv(tmp_path / "out" / "reference" / "xcross_toys.csv")["commit"].notna().all()
     assert ablation["p (X-Cross vs this, hit@1)"].iloc[1:].between(0, 1).all()
-    run.run_notebook("03_xcross", small, profile="smoke", output=tmp_path / "03-all.ipynb", progress=False)  # X-Cross, K all
+    with pytest.raises(Exception, match="no finished X-Cross run"):  # a reference Table 2 without its X-Cross row
+        run.run_notebook("04_baselines", {**small, "write_reference": True}, profile="smoke",
+                         output=tmp_path / "04-early.ipynb", progress=False)
+    run.run_notebook("03_xcross", {**small, "write_reference": True}, profile="smoke", output=tmp_path / "03-all.ipynb",
+                     progress=False)  # X-Cross, K all
     run.run_notebook("04_baselines", {**small, "write_reference": True}, profile="smoke", output=tmp_path / "04.ipynb",
                      progress=False)
     baselines = pd.read_csv(tmp_path / "out" / "reference" / "table2_toys.csv").set_index("model")
@@ -210,6 +215,14 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     assert baselines.loc["Pooler + Scorer", "params_without_head"] == 0
     assert trainable["XLoRA"] == trainable["MeteoRA"] == head + 3 * 2 * (32 + 1)  # L * n * (d + 1) gate weights
     assert trainable["LoRA"] == head + 3 * 2 * (16 * 32 + 32 * 16)  # rank-16 query/value adapters of 3 layers
+    # a clone without the X-Cross run's weights: 04 reads the shipped copy (outputs/reference/xcross_runs/)
+    shutil.rmtree(xcross_all)
+    run.run_notebook("04_baselines", {**small, "write_reference": True}, profile="smoke", output=tmp_path / "04-b.ipynb",
+                     progress=False)
+    again = pd.read_csv(tmp_path / "out" / "reference" / "table2_toys.csv").set_index("model")
+    assert again.loc["X-Cross", "run_folder"] == xcross_all.name
+    assert again.loc[["X-Cross", "X-Cross untrained (average)"], ["hit@1", "mrr", "params_trained"]].equals(
+        baselines.loc[["X-Cross", "X-Cross untrained (average)"], ["hit@1", "mrr", "params_trained"]])
     run.run_notebook("06_layer_sweep", {**small, "k_values": [1, "all"]}, profile="smoke", output=tmp_path / "06.ipynb",
                      progress=False)
     (sweep_csv,) = (tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-layer-sweep.csv")

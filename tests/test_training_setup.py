@@ -3,6 +3,7 @@ the integrator's parametrisations, selection on validation (the untrained start 
 distinct candidate titles encoded once, and runs that know their settings."""
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -333,6 +334,19 @@ def test_xcross_runs_with_other_settings_go_to_other_folders(made_target, tmp_pa
     found = experiments.finished_runs(tmp_path / "xcross" / "Tools-full-Kall", frames["train"], frames["test"])
     assert sorted(map(str, found["folder"])) == sorted(map(str, outs.values()))
     assert found["record"].map(lambda r: r["parameters"]["per_layer"]).tolist() == [256, 256]
+    # shipped (the table, record and per-user results, no weights), then gone from outputs/xcross: still found
+    run_out = outs[0.5]
+    shipped = experiments.ship_xcross_run(run_out, pd.DataFrame({"model": ["X-Cross"]}), pd.DataFrame({"step": [1]}),
+                                          tmp_path)
+    assert shipped == tmp_path / "reference" / "xcross_runs" / run_out.name
+    shutil.rmtree(run_out)
+    found = experiments.finished_runs(tmp_path / "xcross" / "Tools-full-Kall", frames["train"], frames["test"])
+    assert sorted(f.name for f in found["folder"]) == sorted(o.name for o in outs.values())
+    from_shipped = found[found["folder"].map(lambda f: f.parent.name == "xcross_runs")]
+    assert len(from_shipped) == 1 and from_shipped["record"].iloc[0]["xcross"]["lambda1"] == 0.5
+    # other training users: not this table's run
+    assert not len(experiments.finished_runs(tmp_path / "xcross" / "Tools-full-Kall", frames["train"].head(3),
+                                             frames["test"]))
 
 
 def test_train_config_refuses_a_typo_in_the_selection_metric():

@@ -18,7 +18,9 @@ outputs/notebooks/batch/; a failed run keeps its notebook with the traceback and
 others, and its whole error message is printed. A finished run is appended to the ledger as one
 JSON line (one write under a lock, on a line of its own whatever the file ends with), so an
 interrupted grid loses nothing that finished, and a run whose line says "ok" is skipped the next
-time; failed runs are tried again.
+time; failed runs are tried again. A run that writes to outputs/reference/ (write_reference: true)
+is also recorded in the shipped ledger outputs/reference/batch/<name>.jsonl, which is committed with
+its tables: a fresh clone skips what an earlier session's grid finished and shipped.
 
 The runner owns its runs. A run is claimed by an exclusive lock on
 outputs/batch/<name>.claims/<key>.lock, held by the runner and the run's process; the system drops
@@ -134,6 +136,17 @@ class Ledger:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def grid_ledgers(root: Path, name: str) -> tuple[Ledger, Ledger]:
+    """(this outputs folder's ledger, the shipped one under outputs/reference/batch/) of grid `name`."""
+    return Ledger(root / "batch" / f"{name}.jsonl"), Ledger(root / "reference" / "batch" / f"{name}.jsonl")
+
+
+def done_keys(root: Path, name: str) -> set[str]:
+    """Keys of the runs finished here or shipped (a committed run of write_reference)."""
+    local, shipped = grid_ledgers(root, name)
+    return local.done() | (shipped.done() if shipped.path.is_file() else set())
+
+
 def _cli_value(value) -> str:
     """A -p value as the runner's YAML reading gives it back: 100, true, [50, 75], null (a scalar's
     YAML document-end marker "..." dropped, so the recorded command reads as one would type it)."""
@@ -244,11 +257,11 @@ def run_grid(path: str | os.PathLike, jobs: int = 1, output_dir=None, progress: 
 
     name, profile, runs = load_grid(path)
     root = outputs_dir(output_dir)
-    ledger = Ledger(root / "batch" / f"{name}.jsonl")
+    ledger, shipped = grid_ledgers(root, name)
     claims = root / "batch" / f"{name}.claims"
     notebooks_dir = root / "notebooks" / "batch"
     notebooks_dir.mkdir(parents=True, exist_ok=True)
-    done = ledger.done()
+    done = done_keys(root, name)
     todo = [r for r in runs if r.key not in done]
     if progress:
         print(f"[batch] {name}: {len(runs)} runs, {len(runs) - len(todo)} done before, {len(todo)} to run, {jobs} at a time")
@@ -259,10 +272,12 @@ def run_grid(path: str | os.PathLike, jobs: int = 1, output_dir=None, progress: 
         if not claim.acquire():
             return {"key": run.key, "status": "skipped", "why": f"claimed by {claim.holder()}"}
         try:
-            if run.key in ledger.done():  # finished by another runner since this one started
+            if run.key in done_keys(root, name):  # finished by another runner since this one started
                 return {"key": run.key, "status": "skipped", "why": "finished by another runner"}
             record = execute(run, profile, notebooks_dir, claim)
             ledger.append(record)
+            if record["status"] == "ok" and run.parameters.get("write_reference"):
+                shipped.append(record)  # beside the tables it wrote: committed with them
             return record
         finally:
             claim.release()
@@ -297,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.dry_run:
             name, _, runs = load_grid(args.grid)
-            done = Ledger(outputs_dir() / "batch" / f"{name}.jsonl").done()
+            done = done_keys(outputs_dir(), name)
             for r in runs:
                 print(("done  " if r.key in done else "todo  ") + r.key)
             return 0

@@ -18,7 +18,8 @@ from .models import Scorer, ScorerConfig, load_backbone
 from .models.scorer import scorer_config_of, set_head_trainable
 from .models.source import load_source, locate_sources, save_source
 from .paths import outputs_dir, shown_path
-from .provenance import adopted_from, claim_run_folder, definition_digest, git_commit, now_utc, write_json_atomic
+from .provenance import (RUN_DEFINITION, adopted_from, claim_run_folder, definition_digest, git_commit, now_utc, write_csv_atomic,
+                         write_json_atomic)
 from .training import TrainConfig, evaluate_scorer, train_scorer
 from .training.trainer import bf16_available
 
@@ -470,20 +471,49 @@ def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_c
     return XCrossRun(model, encoder, result, per_user, untrained, out)
 
 
+def shipped_runs_dir(output_dir=None) -> Path:
+    """outputs/reference/xcross_runs/: finished X-Cross runs as committed (no weights)."""
+    return outputs_dir(output_dir) / "reference" / "xcross_runs"
+
+
+SHIPPED_RUN_FILES = ("test_per_user.parquet", "untrained_test_per_user.parquet", RUN_DEFINITION)
+
+
+def ship_xcross_run(run_out: Path, table: pd.DataFrame, curve: pd.DataFrame, output_dir=None) -> Path:
+    """Copy a finished run's test table, its record with the loss curve (run.json), its per-user test
+    metrics and its definition to outputs/reference/xcross_runs/<run folder>/, each file atomically:
+    what notebook 04 needs to put the run in Table 2 on a clone that does not hold its weights."""
+    import shutil
+
+    shipped = shipped_runs_dir(output_dir) / Path(run_out).name
+    record = json.loads((Path(run_out) / "xcross.json").read_text())
+    write_csv_atomic(table, shipped / "test_results.csv")
+    write_json_atomic(shipped / "run.json", {**record, "curve": curve.to_dict("records")})
+    for name in SHIPPED_RUN_FILES:
+        if (Path(run_out) / name).is_file():
+            shutil.copyfile(Path(run_out) / name, shipped / f".{name}.tmp")
+            (shipped / f".{name}.tmp").replace(shipped / name)
+    return shipped
+
+
 def finished_runs(prefix: Path, train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     """Finished runs in folders `<prefix>-<digest>` trained on exactly `train`'s users and scored
-    on exactly `test`'s, oldest first (columns folder, record)."""
-    from .provenance import RUN_DEFINITION
-
-    prefix, rows = Path(prefix), []
-    for folder in sorted(prefix.parent.glob(f"{prefix.name}-*")):
-        record_path, scores = folder / "xcross.json", folder / "test_per_user.parquet"
-        if not (record_path.is_file() and scores.is_file() and (folder / RUN_DEFINITION).is_file()):
-            continue
-        definition = json.loads((folder / RUN_DEFINITION).read_text())["definition"]
-        if (definition["train_users"] == users_digest(train)
-                and set(pd.read_parquet(scores, columns=["user"])["user"]) == set(test["user"])):
-            rows.append({"folder": folder, "record": json.loads(record_path.read_text())})
+    on exactly `test`'s, oldest first (columns folder, record). prefix lives in <outputs>/xcross/;
+    a run found only as shipped (<outputs>/reference/xcross_runs/, see ship_xcross_run) counts too,
+    read from there: its per-user results and record, not its weights, which a clone does not hold."""
+    prefix, rows, seen = Path(prefix), [], set()
+    shipped = prefix.parent.parent / "reference" / "xcross_runs"
+    for base, record_name in ((prefix.parent, "xcross.json"), (shipped, "run.json")):
+        for folder in sorted(base.glob(f"{prefix.name}-*")):
+            record_path, scores = folder / record_name, folder / "test_per_user.parquet"
+            if folder.name in seen or not (record_path.is_file() and scores.is_file()
+                                           and (folder / RUN_DEFINITION).is_file()):
+                continue
+            definition = json.loads((folder / RUN_DEFINITION).read_text())["definition"]
+            if (definition["train_users"] == users_digest(train)
+                    and set(pd.read_parquet(scores, columns=["user"])["user"]) == set(test["user"])):
+                rows.append({"folder": folder, "record": json.loads(record_path.read_text())})
+                seen.add(folder.name)
     frame = pd.DataFrame(rows, columns=["folder", "record"])
     return frame.sort_values("record", key=lambda r: r.map(lambda x: x["produced_at"])).reset_index(drop=True)
 
