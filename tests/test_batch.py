@@ -36,16 +36,29 @@ def test_every_committed_grid_loads_with_its_parameters_checked(grid):
 
 
 @pytest.mark.unit
-def test_the_tables_grid_runs_x_cross_before_its_baselines_over_the_papers_source_pairs():
+def test_the_tables_grid_runs_x_cross_before_its_baselines_over_the_papers_and_the_validation_chosen_pairs():
+    import pandas as pd
+
+    from xcross_lib.report import PAPER_SOURCES
+
     _, profile, runs = batch.load_grid(REPO_ROOT / "params" / "grids" / "tables.yaml")
-    pairs = {"Tools": "Sports,Electronics", "Toys": "Sports,Electronics", "Sports": "Toys,Electronics",
-             "Electronics": "Tools,Toys"}  # DESIGN.md, the paper's Table 1
-    order = [(r.notebook, r.parameters["target"]) for r in runs]
-    assert profile == "cpu" and {t for n, t in order if n == "04_baselines"} == set(pairs)
-    for run in runs:
-        assert run.parameters["sources"] == pairs[run.parameters["target"]] and run.parameters["write_reference"]
-        if run.notebook == "04_baselines":  # it reads the newest finished X-Cross run of its target
-            assert order.index(("03_xcross", run.parameters["target"])) < order.index(("04_baselines", run.parameters["target"]))
+    paper = {t: s.replace("+", ",") for t, s in PAPER_SOURCES.items()}  # DESIGN.md, the paper's Table 1
+    # the validation-chosen pair from the committed zero-shot matrix: best two other domains by Hit@1, then MRR
+    matrix = pd.read_csv(REPO_ROOT / "outputs" / "reference" / "zero_shot_matrix.csv")
+    val = matrix[(matrix["split"] == "validation") & (matrix["source"] != matrix["target"])
+                 & matrix["source"].isin(list(paper))]
+    chosen = {t: ",".join(g.sort_values(["hit@1", "mrr"], ascending=False)["source"][:2]) for t, g in val.groupby("target")}
+    assert set(chosen) == set(paper)
+    order = [(r.notebook, r.parameters["target"], r.parameters["sources"]) for r in runs]
+    assert profile == "cpu" and all(r.parameters["write_reference"] for r in runs)
+    assert {(t, s) for n, t, s in order if n == "04_baselines"} == (
+        {(t, s) for t, s in paper.items()} | {(t, s) for t, s in chosen.items() if s != paper[t]})
+    first_other = min(i for i, (n, t, s) in enumerate(order) if s != paper[t])
+    assert all(s == paper[t] for n, t, s in order[:first_other])  # the paper's pairs first
+    for n, t, s in order:
+        assert s in (paper[t], chosen[t])
+        if n == "04_baselines":  # it reads the newest finished X-Cross run of its target and sources
+            assert order.index(("03_xcross", t, s)) < order.index((n, t, s))
 
 
 @pytest.mark.unit

@@ -102,3 +102,16 @@ def test_paired_ttest_needs_the_same_users_and_handles_identical_models():
         paired_ttest(a, pd.DataFrame({"user": [1, 3], "mrr": [0.5, 1.0]}), "mrr")
     same = paired_ttest(a, a.copy(), "mrr")
     assert same.t == 0 and same.p_value == 1.0
+
+
+@pytest.mark.unit
+def test_top_sources_break_a_hit_at_1_tie_by_mrr_whatever_the_row_order():
+    from xcross_lib.experiments import ZeroShotResults
+    from xcross_lib.metrics import _metrics_of_ranks
+
+    # target T; A and B tie on Hit@1 (1 of 3 users first), B ranks its misses higher (better MRR); C has 0 Hit@1
+    ranks = {"A": [1, 9, 9], "B": [1, 2, 2], "C": [2, 2, 2], "T": [1, 1, 1]}
+    frames = {(s, "T", "validation"): _metrics_of_ranks(np.array(r)) for s, r in ranks.items()}
+    for order in (list(frames), list(reversed(frames))):
+        results = ZeroShotResults({key: frames[key] for key in order})
+        assert results.top_sources(k=2) == {"T": ("B", "A")}  # the target's own model is never its source

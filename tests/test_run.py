@@ -81,6 +81,33 @@ def test_report_reads_the_shipped_results_beside_another_outputs_folder(tmp_path
 
 
 @pytest.mark.unit
+def test_table2_keeps_each_source_pair_and_the_report_names_the_pair_that_is_not_the_papers(tmp_path):
+    from xcross_lib import provenance, report
+    from xcross_lib.paths import shown_path
+
+    path = tmp_path / "reference" / "table2_toys.csv"
+
+    def rows(sources, hit):
+        return pd.DataFrame({"model": ["X-Cross", "LoRA", "Sports (zero-shot)", "random"], "target": "Toys",
+                             "hit@1": hit, "mrr": [20.0, 19.0, 18.0, 10.0], "n_users": 300, "sources": sources})
+
+    provenance.replace_rows_csv(rows("Sports+Electronics", [9.0, 8.0, 7.0, 3.0]), path, key="sources")
+    provenance.replace_rows_csv(rows("Electronics+Tools", [9.5, 8.0, 7.0, 3.0]), path, key="sources")
+    provenance.replace_rows_csv(rows("Sports+Electronics", [9.9, 8.0, 7.0, 3.0]), path, key="sources")  # a rerun
+    written = pd.read_csv(path)
+    assert written["sources"].tolist() == ["Electronics+Tools"] * 4 + ["Sports+Electronics"] * 4
+    assert written.loc[written["model"] == "X-Cross", "hit@1"].tolist() == [9.5, 9.9]
+    with pytest.raises(ValueError, match="no column 'sources'"):
+        provenance.replace_rows_csv(rows("x", [1.0] * 4).drop(columns="sources"), path, key="sources")
+    table = report.our_table2(tmp_path)
+    mine = table[table["results"] == shown_path(tmp_path)].set_index("model")
+    # the paper's pair keeps the paper's names (beside its figures); the other pair's models say their sources;
+    # zero-shot and reference rows are the same whatever the pair, shown once
+    assert mine.loc["X-Cross", "hit@1"] == 9.9 and mine.loc["X-Cross (Electronics+Tools)", "hit@1"] == 9.5
+    assert "target LoRA (Electronics+Tools)" in mine.index and list(mine.index).count("random") == 1
+
+
+@pytest.mark.unit
 def test_cli_values_parse_as_yaml():
     assert run._parse_value("0.4") == 0.4 and run._parse_value("Tools") == "Tools"
     assert run._parse_value("[Tools, Toys]") == ["Tools", "Toys"] and run._parse_value("null") is None

@@ -248,9 +248,15 @@ class ZeroShotResults:
         return table.sort_values(["target", "source"]).reset_index(drop=True)
 
     def top_sources(self, k: int = 2) -> dict[str, tuple[str, ...]]:
-        """Per target, the k best other domains by validation Hit@1."""
-        val = self.matrix("validation", "hit@1")
-        return {t: tuple(val.loc[val.index != t, t].sort_values(ascending=False).index[:k]) for t in val.columns}
+        """Per target, the k best other domains by validation Hit@1, a tie broken by validation MRR
+        (then by name, so the choice never depends on the order of the rows)."""
+        hit, mrr = self.matrix("validation", "hit@1"), self.matrix("validation", "mrr")
+        top = {}
+        for t in hit.columns:
+            others = pd.DataFrame({"hit@1": hit[t], "mrr": mrr[t]}).drop(index=t, errors="ignore").dropna()
+            others = others.rename_axis("source").reset_index()
+            top[t] = tuple(others.sort_values(["hit@1", "mrr", "source"], ascending=[False, False, True])["source"][:k])
+        return top
 
 
 def _model_digest(source) -> str:

@@ -87,6 +87,20 @@ def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     return write_atomic(path, frame.to_csv(index=False))
 
 
+def replace_rows_csv(frame: pd.DataFrame, path: str | os.PathLike, key: str) -> Path:
+    """Write frame's rows into the CSV at path in place of the rows there with the same `key` values;
+    rows with other values stay, first (Table 2 over several source pairs of one target: key "sources")."""
+    path = Path(path)
+    if key not in frame.columns:
+        raise ValueError(f"the rows to write have no column {key!r}")
+    if path.is_file():
+        kept = pd.read_csv(path)
+        if key not in kept.columns:
+            raise ValueError(f"{path} has no column {key!r}: it was not written by rows keyed on it; move it away first")
+        frame = pd.concat([kept[~kept[key].isin(frame[key])], frame], ignore_index=True)
+    return write_csv_atomic(frame, path)
+
+
 def _flat(obj, prefix: str = "") -> dict:
     """{"a.b": value} of nested dicts, for naming what differs."""
     if isinstance(obj, dict):
