@@ -336,8 +336,7 @@ def test_xcross_runs_with_other_settings_go_to_other_folders(made_target, tmp_pa
     assert found["record"].map(lambda r: r["parameters"]["per_layer"]).tolist() == [256, 256]
     # shipped (the table, record and per-user results, no weights), then gone from outputs/xcross: still found
     run_out = outs[0.5]
-    shipped = experiments.ship_xcross_run(run_out, pd.DataFrame({"model": ["X-Cross"]}), pd.DataFrame({"step": [1]}),
-                                          tmp_path)
+    shipped = experiments.ship_xcross_run(run_out, pd.DataFrame({"model": ["X-Cross"]}), pd.DataFrame({"step": [1]}))
     assert shipped == tmp_path / "reference" / "xcross_runs" / run_out.name
     shutil.rmtree(run_out)
     found = experiments.finished_runs(tmp_path / "xcross" / "Tools-full-Kall", frames["train"], frames["test"])

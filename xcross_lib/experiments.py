@@ -18,8 +18,8 @@ from .models import Scorer, ScorerConfig, load_backbone
 from .models.scorer import scorer_config_of, set_head_trainable
 from .models.source import load_source, locate_sources, save_source
 from .paths import outputs_dir, shown_path
-from .provenance import (RUN_DEFINITION, adopted_from, claim_run_folder, definition_digest, git_commit, now_utc, write_csv_atomic,
-                         write_json_atomic)
+from .provenance import (RUN_DEFINITION, adopted_from, claim_run_folder, copy_files_atomic, definition_digest,
+                         git_commit, now_utc, write_csv_atomic, write_json_atomic)
 from .training import TrainConfig, evaluate_scorer, train_scorer
 from .training.trainer import bf16_available
 
@@ -477,28 +477,24 @@ def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_c
     return XCrossRun(model, encoder, result, per_user, untrained, out)
 
 
-def shipped_runs_dir(output_dir=None) -> Path:
-    """outputs/reference/xcross_runs/: finished X-Cross runs as committed (no weights)."""
-    return outputs_dir(output_dir) / "reference" / "xcross_runs"
-
-
 SHIPPED_RUN_FILES = ("test_per_user.parquet", "untrained_test_per_user.parquet", RUN_DEFINITION)
 
 
-def ship_xcross_run(run_out: Path, table: pd.DataFrame, curve: pd.DataFrame, output_dir=None) -> Path:
-    """Copy a finished run's test table, its record with the loss curve (run.json), its per-user test
-    metrics and its definition to outputs/reference/xcross_runs/<run folder>/, each file atomically:
-    what notebook 04 needs to put the run in Table 2 on a clone that does not hold its weights."""
-    import shutil
+def shipped_runs_dir(xcross_dir: Path) -> Path:
+    """<outputs>/reference/xcross_runs/ beside <outputs>/xcross/: finished X-Cross runs as committed (no weights)."""
+    return Path(xcross_dir).parent / "reference" / "xcross_runs"
 
-    shipped = shipped_runs_dir(output_dir) / Path(run_out).name
-    record = json.loads((Path(run_out) / "xcross.json").read_text())
+
+def ship_xcross_run(run_out: Path, table: pd.DataFrame, curve: pd.DataFrame) -> Path:
+    """Copy a finished run's test table, its record with the loss curve (run.json), its per-user test
+    metrics and its definition to <outputs>/reference/xcross_runs/<run folder>/, each file atomically:
+    what notebook 04 needs to put the run in Table 2 on a clone that does not hold its weights."""
+    run_out = Path(run_out)
+    shipped = shipped_runs_dir(run_out.parent) / run_out.name
+    record = json.loads((run_out / "xcross.json").read_text())
     write_csv_atomic(table, shipped / "test_results.csv")
     write_json_atomic(shipped / "run.json", {**record, "curve": curve.to_dict("records")})
-    for name in SHIPPED_RUN_FILES:
-        if (Path(run_out) / name).is_file():
-            shutil.copyfile(Path(run_out) / name, shipped / f".{name}.tmp")
-            (shipped / f".{name}.tmp").replace(shipped / name)
+    copy_files_atomic([run_out / name for name in SHIPPED_RUN_FILES if (run_out / name).is_file()], shipped)
     return shipped
 
 
@@ -508,7 +504,7 @@ def finished_runs(prefix: Path, train: pd.DataFrame, test: pd.DataFrame) -> pd.D
     a run found only as shipped (<outputs>/reference/xcross_runs/, see ship_xcross_run) counts too,
     read from there: its per-user results and record, not its weights, which a clone does not hold."""
     prefix, rows, seen = Path(prefix), [], set()
-    shipped = prefix.parent.parent / "reference" / "xcross_runs"
+    shipped = shipped_runs_dir(prefix.parent)
     for base, record_name in ((prefix.parent, "xcross.json"), (shipped, "run.json")):
         for folder in sorted(base.glob(f"{prefix.name}-*")):
             record_path, scores = folder / record_name, folder / "test_per_user.parquet"

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -45,8 +44,8 @@ from .metrics import minimum_detectable_difference, paired_ttest, summarize
 from .models.scorer import scorer_config_of
 from .models.source import available_sources, read_record
 from .paths import outputs_dir
-from .provenance import (RUN_DEFINITION, claim_run_folder, compute_device, definition_digest, git_commit, now_utc,
-                         stamp, write_csv_atomic, write_json_atomic)
+from .provenance import (RUN_DEFINITION, claim_run_folder, compute_device, copy_files_atomic, definition_digest,
+                         git_commit, now_utc, stamp, write_csv_atomic, write_json_atomic)
 from .training import TrainConfig, evaluate_scorer
 
 MODELS = ("X-Cross", "X-Cross (head frozen)", "LoRA", "Pooler + Scorer")
@@ -158,7 +157,7 @@ def reference_per_user(data: DomainData, source_names: list[str], head_from: int
         for name, frame in frames.items():
             frame.to_parquet(paths[name])
     if ship:
-        _ship([*paths.values(), folder / RUN_DEFINITION], shipped)
+        copy_files_atomic([*paths.values(), folder / RUN_DEFINITION], shipped)
     return {name: pd.read_parquet(path) for name, path in paths.items()}
 
 
@@ -202,16 +201,8 @@ def in_domain_per_user(data: DomainData, test: pd.DataFrame, root: Path, max_len
     if not path.is_file():
         evaluate_source(target, data, test, max_length).to_parquet(path)
     if ship:
-        _ship([path, folder / RUN_DEFINITION], shipped)
+        copy_files_atomic([path, folder / RUN_DEFINITION], shipped)
     return {IN_DOMAIN.format(target=target): pd.read_parquet(path)}
-
-
-def _ship(files: list[Path], shipped: Path) -> None:
-    """Copy a folder's files to its shipped place under outputs/reference/, each atomically."""
-    shipped.mkdir(parents=True, exist_ok=True)
-    for file in files:
-        shutil.copyfile(file, shipped / f".{file.name}.tmp")
-        os.replace(shipped / f".{file.name}.tmp", shipped / file.name)
 
 
 def point_name(model: str, n_users: int) -> str:
@@ -300,7 +291,7 @@ def train_point(model: str, data: DomainData, source_names: list[str], head_from
     write_json_atomic(folder / POINT, record)
     if ship:
         files = ("test_per_user.parquet", RUN_DEFINITION, POINT)[0 if score_test else 1:]
-        _ship([folder / f for f in files], shipped_root(root, output_dir) / name)
+        copy_files_atomic([folder / f for f in files], shipped_root(root, output_dir) / name)
     return record
 
 

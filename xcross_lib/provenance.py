@@ -87,6 +87,15 @@ def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     return write_atomic(path, frame.to_csv(index=False))
 
 
+def copy_files_atomic(files: list[Path], folder: str | os.PathLike) -> None:
+    """Copy files into folder (a shipped place under outputs/reference/, say), each atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in map(Path, files):
+        shutil.copyfile(file, folder / f".{file.name}.tmp")
+        os.replace(folder / f".{file.name}.tmp", folder / file.name)
+
+
 def replace_rows_csv(frame: pd.DataFrame, path: str | os.PathLike, key: str) -> Path:
     """Write frame's rows into the CSV at path in place of the rows there with the same `key` values;
     rows with other values stay, first (Table 2 over several source pairs of one target: key "sources")."""
