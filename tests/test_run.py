@@ -242,14 +242,22 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     assert baselines.loc["Pooler + Scorer", "params_without_head"] == 0
     assert trainable["XLoRA"] == trainable["MeteoRA"] == head + 3 * 2 * (32 + 1)  # L * n * (d + 1) gate weights
     assert trainable["LoRA"] == head + 3 * 2 * (16 * 32 + 32 * 16)  # rank-16 query/value adapters of 3 layers
-    # a clone without the X-Cross run's weights: 04 reads the shipped copy (outputs/reference/xcross_runs/)
-    shutil.rmtree(xcross_all)
+    # a clone without the runs' weights: 04 reads the shipped copies (outputs/reference/xcross_runs/) of X-Cross
+    # and of each baseline, and trains none of them again
+    baseline_folders = list((tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-baseline-*"))
+    assert len(baseline_folders) == 4
+    for folder in [xcross_all, *baseline_folders]:
+        shutil.rmtree(folder)
+    shipped = {p.name for p in (tmp_path / "out" / "reference" / "xcross_runs").iterdir()}
+    assert set(baselines.loc[["LoRA", "Pooler + Scorer", "XLoRA", "MeteoRA"], "run_folder"]) <= shipped
+    assert baselines.loc["LoRA", "run_folder"].startswith(next(f.name for f in baseline_folders if f.name.endswith("-LoRA")))
     run.run_notebook("04_baselines", {**small, "write_reference": True}, profile="smoke", output=tmp_path / "04-b.ipynb",
                      progress=False)
     again = pd.read_csv(tmp_path / "out" / "reference" / "table2_toys.csv").set_index("model")
     assert again.loc["X-Cross", "run_folder"] == xcross_all.name
-    assert again.loc[["X-Cross", "X-Cross untrained (average)"], ["hit@1", "mrr", "params_trained"]].equals(
-        baselines.loc[["X-Cross", "X-Cross untrained (average)"], ["hit@1", "mrr", "params_trained"]])
+    assert not list((tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-baseline-*"))  # nothing trained
+    compared = ["hit@1", "mrr", "params_per_layer", "params_with_head", "params_trained", "train_wall_s", "run_folder"]
+    assert again[compared].equals(baselines[compared])
     run.run_notebook("06_layer_sweep", {**small, "k_values": [1, "all"]}, profile="smoke", output=tmp_path / "06.ipynb",
                      progress=False)
     (sweep_csv,) = (tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-layer-sweep.csv")

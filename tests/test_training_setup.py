@@ -348,6 +348,33 @@ def test_xcross_runs_with_other_settings_go_to_other_folders(made_target, tmp_pa
                                              frames["test"]))
 
 
+def test_a_shipped_run_is_found_only_for_its_own_definition_and_test_users(tmp_path):
+    """shipped_run (notebook 04 on a clone without weights): a learning-curve point's record read as a
+    baseline's, and nothing for another definition, other test users or a folder whose name lies."""
+    from xcross_lib.experiments import shipped_run
+    from xcross_lib.provenance import definition_digest, write_json_atomic
+
+    definition = {"kind": "source LoRA", "train_users": {"n": 3, "sha256": "abc"}, "train": {"learning_rate": 2e-4}}
+    digest = definition_digest(definition)
+    point = tmp_path / "reference" / "learning_curve" / "Toys-curve" / f"LoRA-n3-{digest}"
+    write_json_atomic(point / "run_definition.json", {"digest": digest, "definition": definition})
+    write_json_atomic(point / "point.json", {"params_per_layer": 4, "params_without_head": 12, "params_with_head": 20,
+                                             "params_trained": 20, "train_wall_s": 7.5})
+    per_user = pd.DataFrame({"user": [1, 2, 5], "hit@1": [1.0, 0.0, 0.0], "mrr": [1.0, 0.5, 0.25]})
+    per_user.to_parquet(point / "test_per_user.parquet")
+    test = pd.DataFrame({"user": [5, 1, 2]})
+    found = shipped_run(definition, test, output_dir=tmp_path)
+    assert found.name == point.name and found.wall_s == 7.5 and found.per_user.equals(per_user)
+    assert found.parameters == {"per_layer": 4, "without_head": 12, "with_head": 20, "trainable": 20}
+    assert shipped_run(definition, test.head(2), output_dir=tmp_path) is None  # scored on other users
+    other = {**definition, "train": {"learning_rate": 1e-4}}
+    assert shipped_run(other, test, output_dir=tmp_path) is None
+    # a folder with the other definition's digest in its name but this definition inside: not taken for it
+    liar = point.parent / f"LoRA-n3-{definition_digest(other)}"
+    shutil.copytree(point, liar)
+    assert shipped_run(other, test, output_dir=tmp_path) is None
+
+
 def test_train_config_refuses_a_typo_in_the_selection_metric():
     with pytest.raises(ValueError, match="select_metric"):
         TrainConfig(select_metric="hit1")

@@ -89,6 +89,14 @@ def run_definition(kind: str, data: "DomainData", train_config: TrainConfig, tra
             "train": {k: v for k, v in train_config.to_dict().items() if k not in NON_DEFINING}, **settings}
 
 
+def source_run_definition(data: "DomainData", backbone_name: str, scorer_config: ScorerConfig,
+                          train_config: TrainConfig, train: pd.DataFrame, val: pd.DataFrame,
+                          prefix_min_history: int | None = None) -> dict:
+    """What defines a LoRA run on a domain (train_source_model; notebook 04's target LoRA)."""
+    return run_definition("source LoRA", data, train_config, train, val, backbone=backbone_name,
+                          scorer=scorer_config.to_dict(), prefix_min_history=prefix_min_history)
+
+
 def source_models(source_names) -> list[dict]:
     """Name, folder and adapter digest of each source model: what a result row scored."""
     from .models.source import source_dir
@@ -173,9 +181,8 @@ def train_source_model(
         train = prefix_examples(data.domain.sequences, train["user"], popularity, train_config.seed,
                                 prefix_min_history, len(train["candidates"].iloc[0]))
     val = seeded_subset(data.frames["validation"], n_val_users, train_config.seed)
-    digest = claim_run_folder(out_dir, run_definition(
-        "source LoRA", data, train_config, train, val, backbone=backbone_name, scorer=scorer_config.to_dict(),
-        prefix_min_history=prefix_min_history), reuse_under)
+    digest = claim_run_folder(out_dir, source_run_definition(data, backbone_name, scorer_config, train_config, train,
+                                                             val, prefix_min_history), reuse_under)
     result = train_scorer(model, encoder, train, val, train_config, out_dir / "run", progress=progress)
     # a small slice scored in float32, for tests that check a shipped model against its record
     check = val.head(CHECK_SLICE_USERS)
@@ -518,6 +525,98 @@ def finished_runs(prefix: Path, train: pd.DataFrame, test: pd.DataFrame) -> pd.D
                 seen.add(folder.name)
     frame = pd.DataFrame(rows, columns=["folder", "record"])
     return frame.sort_values("record", key=lambda r: r.map(lambda x: x["produced_at"])).reset_index(drop=True)
+
+
+@dataclass
+class BaselineRun:
+    per_user: pd.DataFrame  # test metrics of the trained baseline
+    parameters: dict  # parameter_counts of the model
+    wall_s: float  # training time
+    folder: Path  # where its results are: its run folder, or the shipped copy it was read from
+    name: str  # the run's name, its definition's digest last (a LoRA's run folder has none)
+
+
+def baseline_definition(kind: str, data: DomainData, source_names: list[str], head_from: int,
+                        train_config: TrainConfig, train: pd.DataFrame, val: pd.DataFrame,
+                        top_k: int | None = None) -> dict:
+    """What defines a baseline run of notebook 04: the target LoRA (the best source's scorer and
+    backbone) as train_source_model defines it, the others as run_xcross does. The learning curve's
+    LoRA and Pooler + Scorer points are the same runs where the users and settings are."""
+    from .models.source import read_record
+
+    if kind == "LoRA":
+        source = read_record(source_names[head_from])
+        return source_run_definition(data, source["backbone"], ScorerConfig(**source["scorer"]), train_config, train, val)
+    if kind not in BASELINES:
+        raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
+    return xcross_definition(data, source_names, None, train_config, train, val, head_from, kind,
+                             {"top_k": top_k} if kind == "MeteoRA" else {})
+
+
+def shipped_run(definition: dict, test: pd.DataFrame, output_dir=None) -> BaselineRun | None:
+    """A finished run committed under outputs/reference/ (xcross_runs/<folder>: notebooks 03 and 04;
+    learning_curve/<curve>/<point>: notebook 11) that `definition` defines exactly and that was scored
+    on exactly `test`'s users; None if there is none. Its per-user results, parameter counts and
+    training time: what a clone without the run's weights needs to put it in a table."""
+    definition = json.loads(json.dumps(definition, sort_keys=True, default=str))
+    digest, reference = definition_digest(definition), outputs_dir(output_dir) / "reference"
+    for folder in sorted([*reference.glob(f"xcross_runs/*-{digest}"), *reference.glob(f"learning_curve/*/*-{digest}")]):
+        scores, stored = folder / "test_per_user.parquet", folder / RUN_DEFINITION
+        if not (scores.is_file() and stored.is_file()) or json.loads(stored.read_text())["definition"] != definition:
+            continue
+        per_user = pd.read_parquet(scores)
+        if set(per_user["user"]) != set(test["user"]):
+            continue
+        if (folder / "run.json").is_file():
+            record = json.loads((folder / "run.json").read_text())
+            return BaselineRun(per_user, record["parameters"], record["wall_s"], folder, folder.name)
+        if (folder / "point.json").is_file():  # a learning-curve point: its counts as table columns
+            record = json.loads((folder / "point.json").read_text())
+            counts = {key: record[column] for key, column in PARAMETER_COLUMNS.items()}
+            return BaselineRun(per_user, counts, record["train_wall_s"], folder, folder.name)
+    return None
+
+
+def run_baseline(kind: str, data: DomainData, source_names: list[str], head_from: int, train_config: TrainConfig,
+                 train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, root: Path, top_k: int | None = None,
+                 command: str = "", ship: bool = False, output_dir=None) -> BaselineRun:
+    """Train one baseline of notebook 04 on `train` and score `test`; a run of the same definition
+    shipped before (shipped_run) is read back instead of trained again. Its folder is
+    `<root>-baseline-<kind>` (a run_xcross digest follows for all but LoRA). ship: copy its per-user
+    results, definition and record (run.json) to <outputs>/reference/xcross_runs/<folder>-<digest>,
+    so that a session that stops after it keeps it."""
+    definition = baseline_definition(kind, data, source_names, head_from, train_config, train, val, top_k)
+    found = shipped_run(definition, test, output_dir)
+    if found is not None:
+        print(f"{kind}: read from {shown_path(found.folder)} (trained before; this clone need not hold its weights)")
+        return found
+    out = Path(root).with_name(Path(root).name + "-baseline-" + kind.replace(" ", "").replace("+", "-"))
+    if kind == "LoRA":  # a new adapter on the target, the best source's scorer and recipe
+        from .models.source import read_record
+
+        source = read_record(source_names[head_from])
+        model, encoder, result, record = train_source_model(
+            data, source["backbone"], ScorerConfig(**source["scorer"]), train_config, len(train), len(val), out,
+            command, reuse_under=Path(root).parent)
+        per_user = evaluate_scorer(model, encoder, test, bf16=result.bf16, progress=False)
+        per_user.to_parquet(out / "test_per_user.parquet")
+        record = {**{k: v for k, v in record.items() if k != "check_slice"}, "model": kind,
+                  "parameters": parameter_counts(model)}
+        name = f"{out.name}-{record['run_digest']}"
+    else:
+        model = build_baseline(kind, source_names, head_from, top_k)
+        run = run_xcross(data, source_names, None, train_config, train, val, test, out, head_from,
+                         with_untrained=False, model=model, kind=kind,
+                         model_settings={"top_k": top_k} if kind == "MeteoRA" else {}, reuse_under=Path(root).parent)
+        out, result, per_user, name = run.out, run.result, run.per_user, run.out.name
+        record = {**json.loads((out / "xcross.json").read_text()), "curve": result.curve.to_dict("records")}
+    if not name.endswith(definition_digest(definition)):  # what shipped_run looks for is what was trained
+        raise RuntimeError(f"{kind}: the run {name} is not the one its definition names ({definition_digest(definition)})")
+    if ship:
+        shipped = shipped_runs_dir(Path(root).parent) / name
+        write_json_atomic(shipped / "run.json", record)
+        copy_files_atomic([out / "test_per_user.parquet", out / RUN_DEFINITION], shipped)
+    return BaselineRun(per_user, record["parameters"], round(result.wall_s, 1), out, name)
 
 
 def best_source_index(source_names: list[str], data: DomainData, val: pd.DataFrame, max_length: int) -> tuple[int, dict]:

@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 
 from .experiments import (DomainData, best_source_index, build_baseline, build_xcross, evaluate_source,
-                          parameter_columns, parameter_counts, reference_rows, resolve_sources, run_definition,
-                          run_xcross, seeded_subset, source_models, train_source_model, users_digest,
+                          parameter_columns, parameter_counts, reference_rows, resolve_sources, run_xcross,
+                          seeded_subset, source_models, source_run_definition, train_source_model, users_digest,
                           xcross_definition, xcross_root)
 from .data.encoding import PromptEncoder
 from .metrics import minimum_detectable_difference, paired_ttest, summarize
@@ -225,8 +225,7 @@ def _point_setup(model: str, data: DomainData, source_names: list[str], head_fro
     train = seeded_subset(data.frames["train"], size, xcross_train.seed)
     if model == "LoRA":
         config = lora_train
-        definition = run_definition("source LoRA", data, config, train, val, backbone=lora_backbone,
-                                    scorer=lora_scorer.to_dict(), prefix_min_history=None)
+        definition = source_run_definition(data, lora_backbone, lora_scorer, config, train, val)
     else:
         config = replace(xcross_train, train_head=model != "X-Cross (head frozen)")
         kind = "X-Cross" if model.startswith("X-Cross") else model
