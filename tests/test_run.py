@@ -275,6 +275,16 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     limited = pd.read_csv(tmp_path / "out" / "reference" / "limited_data_toys.csv")
     assert sorted(limited["size"]) == [4, 4, 6, 6] and limited["subsets"].eq(2).all()
     assert limited["p (X-Cross vs LoRA, hit@1)"].between(0, 1).all()
+    # each run shipped as it finished: a clone without the study's folder takes them and trains nothing
+    (shipped_study,) = (tmp_path / "out" / "reference" / "limited_data").glob(f"{limited_dir.name}-*")
+    assert len(list(shipped_study.glob("*.parquet"))) == 8 and not (shipped_study / "runs").exists()
+    shutil.rmtree(limited_dir)
+    run.run_notebook("07_limited_data", {**limited_params, "sizes": [4, 6], "n_subsets": 2, "top_k_layers": 1, "epochs": 2,
+                                         "write_reference": True}, profile="smoke", output=tmp_path / "07-b.ipynb",
+                     progress=False)
+    assert not (limited_dir / "runs").exists()  # nothing trained
+    again = pd.read_csv(limited_dir / "runs.csv")
+    assert again.equals(runs)  # every run's metrics, prompt lengths, parameters and wall time, as shipped
     run.run_notebook("09_convergence", {"model": None}, output=tmp_path / "09.ipynb", progress=False)
     ols = pd.read_csv(tmp_path / "out" / "convergence_ols.csv", index_col=0)
     assert list(ols.index) == ["Intercept", "C(model)[T.X-Cross]", "length_mean", "length_std"] and ols["n_runs"].eq(8).all()

@@ -90,42 +90,50 @@ def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcro
                       lora_scorer, lora_train, val: pd.DataFrame, test: pd.DataFrame, out, seed: int = 0,
                       models: tuple[str, ...] = ("X-Cross", "LoRA"), head_from: int = 0,
                       lora_backbone: str | None = None, progress: bool = True,
-                      reuse_under=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      reuse_under=None, ship: bool = False, output_dir=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """X-Cross and a target LoRA trained on `n_subsets` seeded random subsets of each training size,
     all scored on the same test users. Subset k of size s is seeded by (seed, s, k) and is the same
     for every model. Each run's per-user results are saved under out/ as it finishes and reused, so
     an interrupted study resumes. Returns (per_user: model, size, subset, user, metrics;
     runs: one row per run with its mean metrics, training prompt-length statistics and wall time).
-    reuse_under: where finished runs of the same definition are looked for (claim_run_folder)."""
+    reuse_under: where finished runs of the same definition are looked for (claim_run_folder).
+    ship: also copy each finished run's results (not its weights) and the study's definition to
+    <outputs>/reference/limited_data/<out's name>-<study digest>/ as it finishes; a clone that lacks them under out/
+    takes them from there when that study's definition is this one, so the study, many CPU hours,
+    goes on across sessions."""
     import time
     from dataclasses import replace
     from pathlib import Path
 
     from tqdm.auto import tqdm
 
-    from .experiments import parameter_columns, parameter_counts, run_xcross, seeded_subset, train_source_model
+    from .experiments import (parameter_columns, parameter_counts, run_xcross, seeded_subset, source_models,
+                              train_source_model, users_digest)
     from .metrics import summarize
-    from .training import evaluate_scorer
-
     from .models.source import read_record
-
-    from .experiments import source_models, users_digest
-    from .provenance import claim_run_folder
+    from .paths import outputs_dir
+    from .provenance import RUN_DEFINITION, claim_run_folder, copy_files_atomic
+    from .training import evaluate_scorer
 
     lora_backbone = lora_backbone or read_record(source_names[0])["backbone"]  # the sources' backbone
     out = Path(out)
     # the study's folder holds one result per (model, size, subset): refuse it for other settings
-    claim_run_folder(out, {
+    digest = claim_run_folder(out, {
         "study": "limited data", "target": data.domain.name, "data_fingerprint": data.domain.fingerprint,
         "candidates_sha256": data.protocol.info["candidates_sha256"], "sources": source_models(source_names),
         "head_from": source_names[head_from], "xcross": xcross_config.to_dict(), "xcross_train": xcross_train.to_dict(),
         "lora_backbone": lora_backbone, "lora_scorer": lora_scorer.to_dict(), "lora_train": lora_train.to_dict(),
         "validation_users": users_digest(val), "test_users": users_digest(test), "seed": seed})
+    shipped = outputs_dir(output_dir) / "reference" / "limited_data" / f"{out.name}-{digest}"  # one folder a study
+    same_study = ((shipped / RUN_DEFINITION).is_file() and json.loads((shipped / RUN_DEFINITION).read_text())
+                  == json.loads((out / RUN_DEFINITION).read_text()))
     per_user, runs = [], []
     jobs = [(m, s, k) for s in sizes for k in range(n_subsets) for m in models]
     for model, size, subset in tqdm(jobs, desc="limited-data runs", disable=not progress):
         name = f"{model.replace(' ', '_')}-size{size}-subset{subset}"
         path, info = out / f"{name}.parquet", out / f"{name}.json"
+        if not path.is_file() and same_study and (shipped / path.name).is_file() and (shipped / info.name).is_file():
+            copy_files_atomic([shipped / info.name, shipped / path.name], out)  # results last: the run counts when whole
         subset_seed = int(np.random.default_rng([seed, size, subset]).integers(2**31))
         train = seeded_subset(data.frames["train"], size, subset_seed)  # what train_source_model draws for LoRA
         if not path.is_file():
@@ -145,6 +153,8 @@ def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcro
             frame.to_parquet(path)
             info.write_text(json.dumps({"wall_s": round(time.perf_counter() - started, 1), **prompt_length_stats(lengths),
                                         **parameter_columns(parameter_counts(trained))}))
+            if ship:
+                copy_files_atomic([out / RUN_DEFINITION, info, path], shipped)
         frame = pd.read_parquet(path)
         extra = json.loads(info.read_text())
         per_user.append(frame.assign(model=model, size=size, subset=subset))
