@@ -222,6 +222,16 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     assert ablation["params_per_layer"].iloc[0] == 2 * 32 * 4 and ablation["params_per_layer"].iloc[1] == 0
     assert pd.read_csv(tmp_path / "out" / "reference" / "xcross_toys.csv")["commit"].notna().all()
     assert ablation["p (X-Cross vs this, hit@1)"].iloc[1:].between(0, 1).all()
+    # a clone without the four runs' weights: 05 reads what it shipped (outputs/reference/xcross_runs/) and trains none
+    ablation_runs = list((tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-K1-*"))
+    assert len(ablation_runs) == 4 and {f.name for f in ablation_runs} == set(ablation["run_folder"].dropna())
+    for folder in ablation_runs:
+        shutil.rmtree(folder)
+    run.run_notebook("05_ablation", {**small, "top_k_layers": 1, "write_reference": True}, profile="smoke",
+                     output=tmp_path / "05-b.ipynb", progress=False)
+    assert not list((tmp_path / "out" / "xcross").glob("Toys-Tools+Sports-*-K1-*"))
+    compared = ["model", "hit@1", "mrr", "params_per_layer", "params_trained", "run_folder", "kept_step", "train_wall_s"]
+    assert pd.read_csv(ablation_csv)[compared].equals(ablation[compared])  # the untrained row too: shipped with the full run
     with pytest.raises(Exception, match="no finished X-Cross run"):  # a reference Table 2 without its X-Cross row
         run.run_notebook("04_baselines", {**small, "write_reference": True}, profile="smoke",
                          output=tmp_path / "04-early.ipynb", progress=False)

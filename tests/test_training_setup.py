@@ -359,12 +359,13 @@ def test_a_shipped_run_is_found_only_for_its_own_definition_and_test_users(tmp_p
     point = tmp_path / "reference" / "learning_curve" / "Toys-curve" / f"LoRA-n3-{digest}"
     write_json_atomic(point / "run_definition.json", {"digest": digest, "definition": definition})
     write_json_atomic(point / "point.json", {"params_per_layer": 4, "params_without_head": 12, "params_with_head": 20,
-                                             "params_trained": 20, "train_wall_s": 7.5})
+                                             "params_trained": 20, "train_wall_s": 7.5, "kept_step": 3})
     per_user = pd.DataFrame({"user": [1, 2, 5], "hit@1": [1.0, 0.0, 0.0], "mrr": [1.0, 0.5, 0.25]})
     per_user.to_parquet(point / "test_per_user.parquet")
     test = pd.DataFrame({"user": [5, 1, 2]})
     found = shipped_run(definition, test, output_dir=tmp_path)
-    assert found.name == point.name and found.wall_s == 7.5 and found.per_user.equals(per_user)
+    assert found.name == point.name and found.wall_s == 7.5 and found.kept_step == 3 and found.per_user.equals(per_user)
+    assert found.untrained is None and shipped_run(definition, test, tmp_path, with_untrained=True) is None
     assert found.parameters == {"per_layer": 4, "without_head": 12, "with_head": 20, "trainable": 20}
     assert shipped_run(definition, test.head(2), output_dir=tmp_path) is None  # scored on other users
     other = {**definition, "train": {"learning_rate": 1e-4}}

@@ -528,36 +528,39 @@ def finished_runs(prefix: Path, train: pd.DataFrame, test: pd.DataFrame) -> pd.D
 
 
 @dataclass
-class BaselineRun:
-    per_user: pd.DataFrame  # test metrics of the trained baseline
+class FinishedRun:
+    per_user: pd.DataFrame  # test metrics of the trained model
     parameters: dict  # parameter_counts of the model
     wall_s: float  # training time
+    kept_step: int | None  # the optimizer step whose state was kept (validation)
     folder: Path  # where its results are: its run folder, or the shipped copy it was read from
     name: str  # the run's name, its definition's digest last (a LoRA's run folder has none)
+    untrained: pd.DataFrame | None = None  # X-Cross: test metrics with every W at zero, where scored
 
 
-def baseline_definition(kind: str, data: DomainData, source_names: list[str], head_from: int,
-                        train_config: TrainConfig, train: pd.DataFrame, val: pd.DataFrame,
-                        top_k: int | None = None) -> dict:
-    """What defines a baseline run of notebook 04: the target LoRA (the best source's scorer and
-    backbone) as train_source_model defines it, the others as run_xcross does. The learning curve's
-    LoRA and Pooler + Scorer points are the same runs where the users and settings are."""
+def model_definition(kind: str, data: DomainData, source_names: list[str], head_from: int,
+                     train_config: TrainConfig, train: pd.DataFrame, val: pd.DataFrame, xcross_config=None,
+                     top_k: int | None = None) -> dict:
+    """What defines a run of Tables 2 and 4: X-Cross (or an ablation: xcross_config) and the
+    mixtures as run_xcross defines them, the target LoRA (the best source's scorer and backbone) as
+    train_source_model does. A learning-curve point is the same run where its users and settings are."""
     from .models.source import read_record
 
     if kind == "LoRA":
         source = read_record(source_names[head_from])
         return source_run_definition(data, source["backbone"], ScorerConfig(**source["scorer"]), train_config, train, val)
-    if kind not in BASELINES:
-        raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
-    return xcross_definition(data, source_names, None, train_config, train, val, head_from, kind,
-                             {"top_k": top_k} if kind == "MeteoRA" else {})
+    if kind not in ("X-Cross", *BASELINES):
+        raise ValueError(f"unknown model {kind!r}; known: X-Cross, {', '.join(BASELINES)}")
+    return xcross_definition(data, source_names, xcross_config if kind == "X-Cross" else None, train_config, train,
+                             val, head_from, kind, {"top_k": top_k} if kind == "MeteoRA" else {})
 
 
-def shipped_run(definition: dict, test: pd.DataFrame, output_dir=None) -> BaselineRun | None:
-    """A finished run committed under outputs/reference/ (xcross_runs/<folder>: notebooks 03 and 04;
+def shipped_run(definition: dict, test: pd.DataFrame, output_dir=None, with_untrained: bool = False) -> FinishedRun | None:
+    """A finished run committed under outputs/reference/ (xcross_runs/<folder>: notebooks 03-05;
     learning_curve/<curve>/<point>: notebook 11) that `definition` defines exactly and that was scored
     on exactly `test`'s users; None if there is none. Its per-user results, parameter counts and
-    training time: what a clone without the run's weights needs to put it in a table."""
+    training time: what a clone without the run's weights needs to put it in a table.
+    with_untrained: only a run that also holds the untrained model's per-user scores (X-Cross's start)."""
     definition = json.loads(json.dumps(definition, sort_keys=True, default=str))
     digest, reference = definition_digest(definition), outputs_dir(output_dir) / "reference"
     for folder in sorted([*reference.glob(f"xcross_runs/*-{digest}"), *reference.glob(f"learning_curve/*/*-{digest}")]):
@@ -567,56 +570,65 @@ def shipped_run(definition: dict, test: pd.DataFrame, output_dir=None) -> Baseli
         per_user = pd.read_parquet(scores)
         if set(per_user["user"]) != set(test["user"]):
             continue
+        untrained = folder / "untrained_test_per_user.parquet"
+        if with_untrained and not untrained.is_file():
+            continue
+        untrained = pd.read_parquet(untrained) if untrained.is_file() else None
         if (folder / "run.json").is_file():
             record = json.loads((folder / "run.json").read_text())
-            return BaselineRun(per_user, record["parameters"], record["wall_s"], folder, folder.name)
+            return FinishedRun(per_user, record["parameters"], record["wall_s"], record.get("best_step"), folder,
+                               folder.name, untrained)
         if (folder / "point.json").is_file():  # a learning-curve point: its counts as table columns
             record = json.loads((folder / "point.json").read_text())
             counts = {key: record[column] for key, column in PARAMETER_COLUMNS.items()}
-            return BaselineRun(per_user, counts, record["train_wall_s"], folder, folder.name)
+            return FinishedRun(per_user, counts, record["train_wall_s"], record["kept_step"], folder, folder.name,
+                               untrained)
     return None
 
 
-def run_baseline(kind: str, data: DomainData, source_names: list[str], head_from: int, train_config: TrainConfig,
-                 train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, root: Path, top_k: int | None = None,
-                 command: str = "", ship: bool = False, output_dir=None) -> BaselineRun:
-    """Train one baseline of notebook 04 on `train` and score `test`; a run of the same definition
-    shipped before (shipped_run) is read back instead of trained again. Its folder is
-    `<root>-baseline-<kind>` (a run_xcross digest follows for all but LoRA). ship: copy its per-user
-    results, definition and record (run.json) to <outputs>/reference/xcross_runs/<folder>-<digest>,
-    so that a session that stops after it keeps it."""
-    definition = baseline_definition(kind, data, source_names, head_from, train_config, train, val, top_k)
-    found = shipped_run(definition, test, output_dir)
+def train_once(kind: str, data: DomainData, source_names: list[str], head_from: int, train_config: TrainConfig,
+               train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, out: Path, xcross_config=None,
+               top_k: int | None = None, with_untrained: bool = False, command: str = "", ship: bool = False,
+               output_dir=None) -> FinishedRun:
+    """Train one model of Tables 2 and 4 on `train` and score `test` (kind: "X-Cross" with
+    xcross_config, or a baseline of notebook 04), unless a run of the same definition was shipped
+    before (shipped_run; with_untrained: one that also holds the untrained scores): then it is read
+    back, not trained again. The run's folder is `out`, its digest appended (run_xcross; not for
+    LoRA, whose folder is `out`). ship: copy its per-user results, definition and record (run.json)
+    to <outputs>/reference/xcross_runs/<out>-<digest> as it finishes, so that a session that stops
+    after it keeps it."""
+    definition = model_definition(kind, data, source_names, head_from, train_config, train, val, xcross_config, top_k)
+    found = shipped_run(definition, test, output_dir, with_untrained)
     if found is not None:
         print(f"{kind}: read from {shown_path(found.folder)} (trained before; this clone need not hold its weights)")
         return found
-    out = Path(root).with_name(Path(root).name + "-baseline-" + kind.replace(" ", "").replace("+", "-"))
+    out = Path(out)
     if kind == "LoRA":  # a new adapter on the target, the best source's scorer and recipe
         from .models.source import read_record
 
         source = read_record(source_names[head_from])
         model, encoder, result, record = train_source_model(
             data, source["backbone"], ScorerConfig(**source["scorer"]), train_config, len(train), len(val), out,
-            command, reuse_under=Path(root).parent)
-        per_user = evaluate_scorer(model, encoder, test, bf16=result.bf16, progress=False)
+            command, reuse_under=out.parent)
+        per_user, untrained = evaluate_scorer(model, encoder, test, bf16=result.bf16, progress=False), None
         per_user.to_parquet(out / "test_per_user.parquet")
         record = {**{k: v for k, v in record.items() if k != "check_slice"}, "model": kind,
                   "parameters": parameter_counts(model)}
         name = f"{out.name}-{record['run_digest']}"
     else:
-        model = build_baseline(kind, source_names, head_from, top_k)
-        run = run_xcross(data, source_names, None, train_config, train, val, test, out, head_from,
-                         with_untrained=False, model=model, kind=kind,
-                         model_settings={"top_k": top_k} if kind == "MeteoRA" else {}, reuse_under=Path(root).parent)
-        out, result, per_user, name = run.out, run.result, run.per_user, run.out.name
+        model = build_baseline(kind, source_names, head_from, top_k) if kind != "X-Cross" else None
+        run = run_xcross(data, source_names, xcross_config if kind == "X-Cross" else None, train_config, train, val,
+                         test, out, head_from, with_untrained=with_untrained, model=model, kind=kind,
+                         model_settings={"top_k": top_k} if kind == "MeteoRA" else {}, reuse_under=out.parent)
+        out, result, per_user, untrained, name = run.out, run.result, run.per_user, run.untrained, run.out.name
         record = {**json.loads((out / "xcross.json").read_text()), "curve": result.curve.to_dict("records")}
     if not name.endswith(definition_digest(definition)):  # what shipped_run looks for is what was trained
         raise RuntimeError(f"{kind}: the run {name} is not the one its definition names ({definition_digest(definition)})")
     if ship:
-        shipped = shipped_runs_dir(Path(root).parent) / name
+        shipped = shipped_runs_dir(out.parent) / name
         write_json_atomic(shipped / "run.json", record)
-        copy_files_atomic([out / "test_per_user.parquet", out / RUN_DEFINITION], shipped)
-    return BaselineRun(per_user, record["parameters"], round(result.wall_s, 1), out, name)
+        copy_files_atomic([out / f for f in SHIPPED_RUN_FILES if (out / f).is_file()], shipped)
+    return FinishedRun(per_user, record["parameters"], round(result.wall_s, 1), result.best_step, out, name, untrained)
 
 
 def best_source_index(source_names: list[str], data: DomainData, val: pd.DataFrame, max_length: int) -> tuple[int, dict]:
