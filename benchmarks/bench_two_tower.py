@@ -57,17 +57,17 @@ def train_config(**extra):
     from xcross_lib.training import TrainConfig
 
     known = inspect.signature(TrainConfig).parameters
-    settings = dict(learning_rate=3e-4, epochs=1, batch_size=8, train_candidates=30, max_length=128, bf16=PRECISION["bf16"],
+    settings = dict(learning_rate=3e-4, epochs=1, batch_size=8, train_candidates=30, max_length=128, bf16=bf16_used(),
                     log_every=1, checkpoint_every=10**9, seed=0, warmup_ratio=0.0)
     settings.update({k: v for k, v in extra.items() if k in known})
     return TrainConfig(**settings), all(k in known for k in extra)
 
 
 def bf16_used() -> bool:
-    from xcross_lib.training.trainer import bf16_available
+    from xcross_lib.training.trainer import cpu_has_bf16
 
     setting = PRECISION["bf16"]
-    return bf16_available(torch.device("cpu")) if setting == "auto" else bool(setting)
+    return cpu_has_bf16() if setting == "auto" else bool(setting)
 
 
 def user_steps_per_s(model, data, config, steps: int, warmup: int, epoch: int = 0) -> dict:

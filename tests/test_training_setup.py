@@ -211,6 +211,37 @@ def test_validation_points_and_the_kept_state(task, tmp_path):
     assert kept["mrr"].mean() * 100 == pytest.approx(best["mrr"], abs=1e-9)
 
 
+def test_auto_precision_is_float32_on_a_cpu_with_bf16_kernels(task, made_target, tmp_path, monkeypatch):
+    """bf16="auto" is float32 on every CPU: a run's definition says "auto" whichever machine a session
+    draws, so on one with AVX-512 BF16 it must train and score exactly as on one without."""
+    from xcross_lib import experiments
+    from xcross_lib.training import trainer
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert trainer.cpu_has_bf16() and not trainer.bf16_available(torch.device("cpu"))
+    titles, frame = task
+    train, val = frame[frame["split"] == "train"], frame[frame["split"] == "validation"]
+    runs = {}
+    for bf16 in ("auto", False):
+        model = xcross()
+        enc = PromptEncoder(model.tokenizer, titles, 48, "separate")
+        config = TrainConfig(learning_rate=3e-2, batch_size=4, epochs=1, validate_every=3, bf16=bf16)
+        runs[bf16] = trainer.train_scorer(model, enc, train, val, config, tmp_path / str(bf16), progress=False)
+    assert runs["auto"].bf16 is False
+    assert runs["auto"].validation.equals(runs[False].validation)  # float32 both: the same numbers
+    scored = []  # the source rows of Tables 2-4 (evaluate_source) in float32 too
+    monkeypatch.setattr(experiments, "evaluate_scorer", lambda *a, **k: scored.append(k["bf16"]))
+    experiments.evaluate_source(Scorer(load_backbone("tiny-bert", seed=0), ScorerConfig()), made_target,
+                                made_target.frames["test"], 48)
+    assert scored == [False]
+    # a run where CUDA is (bf16 there under "auto") is never the CPU run of the same settings
+    frames = made_target.frames
+    on_cpu = experiments.run_definition("X-Cross", made_target, TrainConfig(), frames["train"], frames["validation"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    on_gpu = experiments.run_definition("X-Cross", made_target, TrainConfig(), frames["train"], frames["validation"])
+    assert "device" not in on_cpu and on_gpu == {**on_cpu, "device": "cuda"}
+
+
 def test_the_untrained_start_is_kept_when_training_only_hurts(task, tmp_path, monkeypatch):
     """Validation that falls after the start (an evaluator scripted to do so): the start is kept."""
     from xcross_lib.training import trainer

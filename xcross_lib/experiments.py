@@ -82,11 +82,14 @@ def run_definition(kind: str, data: "DomainData", train_config: TrainConfig, tra
     data (fingerprint, candidate lists, training and validation users) and how (training settings)."""
     from .training.trainer import NON_DEFINING
 
-    return {"kind": kind, "domain": data.domain.name, "data_fingerprint": data.domain.fingerprint,
-            "candidates_sha256": data.protocol.info["candidates_sha256"],
-            "train_users": users_digest(train), "n_train_examples": len(train),
-            "validation_users": users_digest(val) if val is not None else None,
-            "train": {k: v for k, v in train_config.to_dict().items() if k not in NON_DEFINING}, **settings}
+    definition = {"kind": kind, "domain": data.domain.name, "data_fingerprint": data.domain.fingerprint,
+                  "candidates_sha256": data.protocol.info["candidates_sha256"],
+                  "train_users": users_digest(train), "n_train_examples": len(train),
+                  "validation_users": users_digest(val) if val is not None else None,
+                  "train": {k: v for k, v in train_config.to_dict().items() if k not in NON_DEFINING}, **settings}
+    if torch.cuda.is_available():  # training runs there, with bf16 under "auto": never the CPU run of these settings
+        definition["device"] = "cuda"
+    return definition
 
 
 def source_run_definition(data: "DomainData", backbone_name: str, scorer_config: ScorerConfig,

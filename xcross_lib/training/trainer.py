@@ -56,7 +56,7 @@ class TrainConfig:
     warmup_ratio: float = 0.0
     max_length: int = 256
     seed: int = 0
-    bf16: bool | str = "auto"  # "auto": where the hardware has it (CUDA with bf16, or a CPU with AVX-512 BF16/AMX)
+    bf16: bool | str = "auto"  # "auto": on a CUDA GPU that has it; float32 on a CPU (bf16_available)
     eval_batch_users: int = 8
     checkpoint_every: int = 200  # optimizer steps
     checkpoint_every_s: float | None = 120.0  # also checkpoint when this many seconds passed since the last one
@@ -103,13 +103,19 @@ class TrainResult:
     best_metric: float = float("nan")  # validation select_metric of the kept weights
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 kernels (AVX-512 BF16 or AMX)."""
+    cap = torch.backends.cpu.get_cpu_capability()
+    return cap in ("AVX512", "AMX") or "AMX" in cap
+
+
 def bf16_available(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        cap = torch.backends.cpu.get_cpu_capability()
-        return cap in ("AVX512", "AMX") or "AMX" in cap
-    return False
+    """What bf16="auto" means on `device`: bf16 autocast on a CUDA GPU that has it, float32 on every
+    CPU. Sessions draw CPUs with and without AVX-512 BF16, and a run's definition (bf16 "auto") is
+    shared across them: with bf16 on the CPUs that have it, the same definition trained and scored
+    differently by machine (a source model scored 33 of 800 Toys test users one rank apart;
+    docs/results.md). bf16=True still asks for it on a CPU."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def _set_seed(seed: int) -> None:
