@@ -260,6 +260,10 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
         shutil.rmtree(folder)
     shipped = {p.name for p in (tmp_path / "out" / "reference" / "xcross_runs").iterdir()}
     assert set(baselines.loc[["LoRA", "Pooler + Scorer", "XLoRA", "MeteoRA"], "run_folder"]) <= shipped
+    for kind in ("LoRA", "XLoRA"):  # each record names where and in which precision it ran
+        record = json.loads((tmp_path / "out" / "reference" / "xcross_runs" / baselines.loc[kind, "run_folder"]
+                             / "run.json").read_text())
+        assert record["device"] == "cpu" and record["bf16"] is False
     assert baselines.loc["LoRA", "run_folder"].startswith(next(f.name for f in baseline_folders if f.name.endswith("-LoRA")))
     run.run_notebook("04_baselines", {**small, "write_reference": True}, profile="smoke", output=tmp_path / "04-b.ipynb",
                      progress=False)

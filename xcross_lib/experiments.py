@@ -18,8 +18,8 @@ from .models import Scorer, ScorerConfig, load_backbone
 from .models.scorer import scorer_config_of, set_head_trainable
 from .models.source import load_source, locate_sources, save_source
 from .paths import outputs_dir, shown_path
-from .provenance import (RUN_DEFINITION, adopted_from, claim_run_folder, copy_files_atomic, definition_digest,
-                         git_commit, now_utc, write_csv_atomic, write_json_atomic)
+from .provenance import (RUN_DEFINITION, adopted_from, claim_run_folder, compute_device, copy_files_atomic,
+                         definition_digest, git_commit, now_utc, write_csv_atomic, write_json_atomic)
 from .training import TrainConfig, evaluate_scorer, train_scorer
 from .training.trainer import bf16_available
 
@@ -207,6 +207,8 @@ def train_source_model(
         "curve": result.curve.to_dict("records"),
         "validation": result.validation.to_dict("records"),
         "wall_s": round(result.wall_s, 1),
+        "device": compute_device(),
+        "bf16": bool(result.bf16),
         "check_slice": {"split": "validation", "max_length": train_config.max_length,
                         "users": check_metrics["user"].tolist(), "rank": check_metrics["rank"].tolist()},
         "command": command,
@@ -482,6 +484,7 @@ def run_xcross(data: DomainData, source_names: list[str], xcross_config, train_c
         "n_train_users": len(train), "n_val_users": len(val), "n_test_users": 0 if test is None else len(test),
         "parameters": parameter_counts(model), "best_step": result.best_step, "best_epoch": result.best_epoch,
         "validation": result.validation.to_dict("records"), "wall_s": round(result.wall_s, 1),
+        "device": compute_device(), "bf16": bool(result.bf16),
         "commit": commit, "started_at": started_at, "produced_at": now_utc(),
     })
     return XCrossRun(model, encoder, result, per_user, untrained, out)

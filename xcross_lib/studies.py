@@ -98,9 +98,9 @@ def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcro
     runs: one row per run with its mean metrics, training prompt-length statistics and wall time).
     reuse_under: where finished runs of the same definition are looked for (claim_run_folder).
     ship: also copy each finished run's results (not its weights) and the study's definition to
-    <outputs>/reference/limited_data/<out's name>-<study digest>/ as it finishes; a clone that lacks them under out/
-    takes them from there when that study's definition is this one, so the study, many CPU hours,
-    goes on across sessions."""
+    <outputs>/reference/limited_data/<out's name>-<study digest>/ as it finishes; a clone that lacks
+    them under out/ takes them from there when that study's definition is this one, so the study,
+    many CPU hours, goes on across sessions."""
     import time
     from dataclasses import replace
     from pathlib import Path
