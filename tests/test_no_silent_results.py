@@ -279,7 +279,10 @@ def test_a_run_names_the_commit_it_started_with_not_a_later_checkout(tmp_path, m
     (tmp_path / "code.py").write_text("x = 2\n")  # the checkout changes while the run goes on
     assert provenance.checkout_commit() == at_start + "+dirty"
     assert provenance.git_commit() == at_start  # the code this process imported
-    assert provenance.stamp(pd.DataFrame({"a": [1]}), "cmd")["commit"].iloc[0] == at_start
+    stamped = provenance.stamp(pd.DataFrame({"a": [1]}), "cmd")
+    assert stamped["commit"].iloc[0] == at_start and stamped["device"].iloc[0] == provenance.compute_device()
+    kept = provenance.stamp(pd.DataFrame({"a": [1], "device": ["cuda: H200"]}), "cmd")  # a row that says where it ran
+    assert kept["device"].iloc[0] == "cuda: H200"
 
 
 @pytest.mark.unit

@@ -81,6 +81,18 @@ def test_report_reads_the_shipped_results_beside_another_outputs_folder(tmp_path
 
 
 @pytest.mark.unit
+def test_the_report_line_under_a_table_names_where_its_rows_were_computed():
+    from xcross_lib import report
+
+    table = pd.DataFrame({"target": "Toys", "n_users": [4269, 4269], "commit": ["abcdef0123", "abcdef0123"],
+                          "device": ["cpu", "cuda: NVIDIA H200"], "backbone": "minilm", "produced_at": "2026-12-01T13:00:00Z",
+                          "command": "python -m xcross_lib.run 04_baselines"})
+    line = report.provenance_line(table)
+    assert "computed on cpu, cuda: NVIDIA H200" in line and "commit abcdef0" in line and "Toys 4,269" in line
+    assert "computed on" not in report.provenance_line(table.drop(columns="device"))  # older tables: nothing claimed
+
+
+@pytest.mark.unit
 def test_table2_keeps_each_source_pair_and_the_report_names_the_pair_that_is_not_the_papers(tmp_path):
     from xcross_lib import provenance, report
     from xcross_lib.paths import shown_path
@@ -237,6 +249,9 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
                          output=tmp_path / "04-early.ipynb", progress=False)
     run.run_notebook("03_xcross", {**small, "write_reference": True}, profile="smoke", output=tmp_path / "03-all.ipynb",
                      progress=False)  # X-Cross, K all
+    with pytest.raises(Exception, match=r"Left out, trained otherwise: Toys-Tools\+Sports-.*train\.learning_rate"):
+        run.run_notebook("04_baselines", {**small, "learning_rate": 0.0123, "write_reference": True}, profile="smoke",
+                         output=tmp_path / "04-other.ipynb", progress=False)  # an X-Cross of another budget: not its row
     run.run_notebook("04_baselines", {**small, "write_reference": True}, profile="smoke", output=tmp_path / "04.ipynb",
                      progress=False)
     baselines = pd.read_csv(tmp_path / "out" / "reference" / "table2_toys.csv").set_index("model")

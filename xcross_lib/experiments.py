@@ -511,13 +511,22 @@ def ship_xcross_run(run_out: Path, table: pd.DataFrame, curve: pd.DataFrame) -> 
     return shipped
 
 
-def finished_runs(prefix: Path, train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+def finished_runs(prefix: Path, train: pd.DataFrame, test: pd.DataFrame, train_config: TrainConfig | None = None,
+                  val: pd.DataFrame | None = None) -> pd.DataFrame:
     """Finished runs in folders `<prefix>-<digest>` trained on exactly `train`'s users and scored
     on exactly `test`'s, oldest first (columns folder, record). prefix lives in <outputs>/xcross/;
     a run found only as shipped (<outputs>/reference/xcross_runs/, see ship_xcross_run) counts too,
-    read from there: its per-user results and record, not its weights, which a clone does not hold."""
-    prefix, rows, seen = Path(prefix), [], set()
+    read from there: its per-user results and record, not its weights, which a clone does not hold.
+    train_config, val: only runs trained with exactly these training settings (the defining ones) and
+    validated on `val`'s users, so that a table never puts a run of another budget beside its own;
+    the runs left out for that are named, with what differs, in `.attrs["other_settings"]`."""
+    prefix, rows, seen, others = Path(prefix), [], set(), []
     shipped = shipped_runs_dir(prefix.parent)
+    wanted = None
+    if train_config is not None:
+        from .training.trainer import NON_DEFINING
+
+        wanted = json.loads(json.dumps({k: v for k, v in train_config.to_dict().items() if k not in NON_DEFINING}))
     for base, record_name in ((prefix.parent, "xcross.json"), (shipped, "run.json")):
         for folder in sorted(base.glob(f"{prefix.name}-*")):
             record_path, scores = folder / record_name, folder / "test_per_user.parquet"
@@ -525,12 +534,25 @@ def finished_runs(prefix: Path, train: pd.DataFrame, test: pd.DataFrame) -> pd.D
                                            and (folder / RUN_DEFINITION).is_file()):
                 continue
             definition = json.loads((folder / RUN_DEFINITION).read_text())["definition"]
-            if (definition["train_users"] == users_digest(train)
+            if not (definition["train_users"] == users_digest(train)
                     and set(pd.read_parquet(scores, columns=["user"])["user"]) == set(test["user"])):
-                rows.append({"folder": folder, "record": json.loads(record_path.read_text())})
-                seen.add(folder.name)
+                continue
+            differs = [f"train.{k}: {definition['train'].get(k)!r} here, {wanted.get(k)!r} asked"
+                       for k in sorted(set(wanted or {}) | set(definition["train"] if wanted else {}))
+                       if definition["train"].get(k) != wanted.get(k)]
+            if val is not None and definition.get("validation_users") != users_digest(val):
+                differs.append("validation users")
+            if wanted is not None and definition.get("device") != ("cuda" if torch.cuda.is_available() else None):
+                differs.append(f"device: {definition.get('device', 'cpu')} here")  # bf16 "auto" means another precision there
+            if differs:
+                others.append(f"{folder.name} ({'; '.join(differs)})")
+                continue
+            rows.append({"folder": folder, "record": json.loads(record_path.read_text())})
+            seen.add(folder.name)
     frame = pd.DataFrame(rows, columns=["folder", "record"])
-    return frame.sort_values("record", key=lambda r: r.map(lambda x: x["produced_at"])).reset_index(drop=True)
+    frame = frame.sort_values("record", key=lambda r: r.map(lambda x: x["produced_at"])).reset_index(drop=True)
+    frame.attrs["other_settings"] = others
+    return frame
 
 
 @dataclass

@@ -60,11 +60,13 @@ def now_utc() -> str:
 
 def stamp(frame: pd.DataFrame, command: str, wall_s: float | None = None, commit: str | None = None) -> pd.DataFrame:
     """The frame with provenance columns: command, commit (the code that produced it: given, or
-    the checkout now), produced_at (UTC) and wall_s."""
+    the checkout now), produced_at (UTC), device (where it computed, unless the frame says) and wall_s."""
     out = frame.copy()
     out["command"] = command
     out["commit"] = commit or git_commit()
     out["produced_at"] = now_utc()
+    if "device" not in out:
+        out["device"] = compute_device()
     if wall_s is not None:
         out["wall_s"] = round(float(wall_s), 1)
     return out
