@@ -304,6 +304,11 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     limited = pd.read_csv(tmp_path / "out" / "reference" / "limited_data_toys.csv")
     assert sorted(limited["size"]) == [4, 4, 6, 6] and limited["subsets"].eq(2).all()
     assert limited["p (X-Cross vs LoRA, hit@1)"].between(0, 1).all()
+    # MRR beside Hit@1, and each model against the best source's own per-user results
+    assert limited["p (X-Cross vs LoRA, mrr)"].between(0, 1).all() and limited["p (vs reference, mrr)"].between(0, 1).all()
+    assert (limited["reference (best zero-shot MRR)"] >= limited["reference (best zero-shot Hit@1)"]).all()
+    assert (limited["mrr mean"] >= limited["mean"]).all()  # a user's reciprocal rank is at least their Hit@1
+    assert {"smallest size significantly beating the reference (X-Cross, mrr)", "largest_size_significant (mrr)"} <= set(limited)
     # each run shipped as it finished: a clone without the study's folder takes them and trains nothing
     (shipped_study,) = (tmp_path / "out" / "reference" / "limited_data").glob(f"{limited_dir.name}-*")
     assert len(list(shipped_study.glob("*.parquet"))) == 8 and not (shipped_study / "runs").exists()

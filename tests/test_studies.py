@@ -37,6 +37,24 @@ def test_table3_rule_on_a_known_answer():
     assert table.loc[2, "p"] > 0.05 > table.loc[1, "p"]
 
 
+def test_table3_tests_each_model_against_the_reference_users():
+    """Beside the paper's rule (a mean above the reference's), each model against the best source's
+    own per-user results: X-Cross 20% and 30% against a source at 15% on the same 400 users; LoRA 16%."""
+    rates = {("X-Cross", 100): 0.20, ("X-Cross", 200): 0.30, ("LoRA", 100): 0.16, ("LoRA", 200): 0.16}
+    hits = np.zeros(400)
+    hits[:60] = 1  # the source hits the first 60 users (15%): X-Cross's hits contain them
+    source = pd.DataFrame({"user": range(400), "hit@1": hits})
+    table, answer = table3(made_results(rates), reference=15.0, reference_per_user=source)
+    assert answer["smallest_size_beating_reference"] == {"X-Cross": 100, "LoRA": 100}  # means only
+    assert answer["smallest_size_significantly_beating_reference"] == {"X-Cross": 100, "LoRA": None}
+    # by hand: X-Cross at 100 hits 20 users more than the source and misses none it hits: differences 0/1
+    diff = np.r_[np.zeros(80), np.ones(20), np.zeros(300)]
+    assert table.loc[0, "p (X-Cross vs reference)"] == pytest.approx(stats.ttest_rel(diff, np.zeros(400)).pvalue)
+    assert table.loc[0, "p (LoRA vs reference)"] > 0.05
+    with pytest.raises(ValueError, match="different users"):  # the reference must be scored on the same users
+        table3(made_results(rates), reference=15.0, reference_per_user=source.head(300))
+
+
 def test_table3_when_a_model_never_reaches_the_reference():
     rates = {("X-Cross", 50): 0.10, ("LoRA", 50): 0.05}
     _, answer = table3(made_results(rates), reference=50.0)

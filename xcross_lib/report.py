@@ -123,8 +123,9 @@ def our_table3(output_dir=None) -> pd.DataFrame:
     limited = _read_all("reference/limited_data_*.csv", output_dir)
     if not len(limited):
         return pd.DataFrame()
-    cols = [c for c in limited.columns if c.startswith("smallest size") or c in
-            ("target", "largest_size_significant", "saving_percent", "reference (best zero-shot Hit@1)", "results", "backbone", "commit", "produced_at", "budget")]
+    cols = [c for c in limited.columns if c.startswith(("smallest size", "largest_size_significant", "saving_percent",
+                                                         "reference (best zero-shot"))
+            or c in ("target", "results", "backbone", "commit", "produced_at", "budget")]
     ours = limited[cols].drop_duplicates(["target", "results"])
     paper = paper_table3()
     return ours.merge(paper.add_suffix(" (paper)").rename(columns={"target (paper)": "target"}), on="target", how="left") if len(paper) else ours

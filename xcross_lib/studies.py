@@ -22,7 +22,8 @@ def size_summary(per_user: pd.DataFrame, metric: str = "hit@1") -> pd.DataFrame:
 
 
 def table3(per_user: pd.DataFrame, reference: float, model: str = "X-Cross", baseline: str = "LoRA",
-           metric: str = "hit@1", alpha: float = 0.05) -> tuple[pd.DataFrame, dict]:
+           metric: str = "hit@1", alpha: float = 0.05, reference_per_user: pd.DataFrame | None = None
+           ) -> tuple[pd.DataFrame, dict]:
     """The paper's Table 3 rule on limited-data results.
 
     per_user: rows (model, size, subset, user, metric), metric per user in 0..1; reference: the
@@ -32,24 +33,40 @@ def table3(per_user: pd.DataFrame, reference: float, model: str = "X-Cross", bas
     - largest_size_significant: the largest size where `model` is better than `baseline` with p < alpha;
     - smallest_size_beating_reference[m]: the smallest size where m's mean exceeds `reference`;
     - saving_percent: 100 * (1 - model's smallest size / baseline's smallest size), the share of
-      target data that `model` saves to reach the reference (None when either never does)."""
+      target data that `model` saves to reach the reference (None when either never does).
+    reference_per_user (the best source's per-user results on the same users): each model is also
+    tested against it per size (columns `p (<m> vs reference)`), and
+    smallest_size_significantly_beating_reference[m] is the smallest size where m is above it with
+    p < alpha: the paper's rule compares means only."""
     rows = []
     for size, group in per_user.groupby("size"):
         means = {m: g.groupby("user", as_index=False)[metric].mean() for m, g in group.groupby("model")}
         test = paired_ttest(means[model], means[baseline], metric)
-        rows.append({"size": size, f"{model}": 100 * test.mean_a, f"{baseline}": 100 * test.mean_b,
-                     "difference": 100 * test.mean_difference, "p": test.p_value,
-                     f"{model} better (p < {alpha})": bool(test.mean_difference > 0 and test.p_value < alpha)})
+        row = {"size": size, f"{model}": 100 * test.mean_a, f"{baseline}": 100 * test.mean_b,
+               "difference": 100 * test.mean_difference, "p": test.p_value,
+               f"{model} better (p < {alpha})": bool(test.mean_difference > 0 and test.p_value < alpha)}
+        if reference_per_user is not None:
+            for m in (model, baseline):
+                against = paired_ttest(means[m], reference_per_user, metric)
+                row[f"p ({m} vs reference)"] = against.p_value
+                row[f"{m} above the reference (p < {alpha})"] = bool(against.mean_difference > 0 and against.p_value < alpha)
+        rows.append(row)
     table = pd.DataFrame(rows).sort_values("size").reset_index(drop=True)
     better = table.loc[table[f"{model} better (p < {alpha})"], "size"]
-    smallest = {}
+    smallest, significant = {}, {}
     for m in (model, baseline):
         beating = table.loc[table[m] > reference, "size"]
         smallest[m] = int(beating.min()) if len(beating) else None
+        if reference_per_user is not None:
+            above = table.loc[table[f"{m} above the reference (p < {alpha})"], "size"]
+            significant[m] = int(above.min()) if len(above) else None
     saving = (100 * (1 - smallest[model] / smallest[baseline])
               if smallest[model] is not None and smallest[baseline] is not None else None)
-    return table, {"largest_size_significant": int(better.max()) if len(better) else None,
-                   "smallest_size_beating_reference": smallest, "saving_percent": saving, "reference": reference}
+    answer = {"largest_size_significant": int(better.max()) if len(better) else None,
+              "smallest_size_beating_reference": smallest, "saving_percent": saving, "reference": reference}
+    if reference_per_user is not None:
+        answer["smallest_size_significantly_beating_reference"] = significant
+    return table, answer
 
 
 def convergence_ols(runs: pd.DataFrame, accuracy: str = "hit@1",
