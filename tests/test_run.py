@@ -81,6 +81,26 @@ def test_report_reads_the_shipped_results_beside_another_outputs_folder(tmp_path
 
 
 @pytest.mark.unit
+def test_report_table2_shows_notebook_04s_row_where_the_zero_shot_matrix_has_the_same_model_and_users(tmp_path):
+    from xcross_lib import report
+    from xcross_lib.paths import shown_path
+
+    (tmp_path / "reference").mkdir()
+    pd.DataFrame({"source": ["Sports", "Electronics", "random"], "target": "Toys", "split": "test",
+                  "hit@1": [7.0, 8.36, 3.3], "mrr": [18.0, 19.63, 13.4], "n_users": 4269}).to_csv(
+        tmp_path / "reference" / "zero_shot_matrix.csv", index=False)  # e.g. scored in another precision
+    pd.DataFrame({"model": ["X-Cross", "Electronics (zero-shot)", "random"], "target": "Toys", "hit@1": [9.9, 8.34, 3.3],
+                  "mrr": [21.6, 19.64, 13.4], "n_users": 4269, "sources": "Sports+Electronics"}).to_csv(
+        tmp_path / "reference" / "table2_toys.csv", index=False)
+    table = report.our_table2(tmp_path)
+    mine = table[table["results"] == shown_path(tmp_path)]
+    electronics = mine[mine["model"] == "Electronics-LoRA"]
+    assert len(electronics) == 1 and electronics["hit@1"].item() == 8.34  # 04's row: the block's own run and users
+    assert mine.loc[mine["model"] == "Sports-LoRA", "hit@1"].item() == 7.0  # only in the matrix: kept
+    assert mine["model"].tolist().index("Sports-LoRA") < mine["model"].tolist().index("X-Cross")  # order kept
+
+
+@pytest.mark.unit
 def test_the_report_line_under_a_table_names_where_its_rows_were_computed():
     from xcross_lib import report
 

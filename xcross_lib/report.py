@@ -92,7 +92,12 @@ def our_table2(output_dir=None) -> pd.DataFrame:
         return pd.DataFrame()
     keep = ["group", "model", "target", *METRICS, "n_users", "results", "backbone", "commit", "produced_at", "budget",
             "command"]
-    out = pd.concat(rows, ignore_index=True).drop_duplicates(["model", "target", "n_users", "results"])
+    # where two tables give a model on the same test users, notebook 04's row is shown (one run, one set of
+    # users for the whole block), then Table 4's, then the zero-shot matrix's; rows keep their order
+    out = pd.concat(rows, ignore_index=True)
+    preferred = out["file"].map(lambda f: 0 if "table2_" in str(f) else 1 if "xcross_" in str(f) else 2)
+    kept = preferred.sort_values(kind="stable").index
+    out = out.loc[kept].drop_duplicates(["model", "target", "n_users", "results"]).sort_index()
     return out[[c for c in keep if c in out.columns]]
 
 
