@@ -537,13 +537,15 @@ def finished_runs(prefix: Path, train: pd.DataFrame, test: pd.DataFrame, train_c
             if not (definition["train_users"] == users_digest(train)
                     and set(pd.read_parquet(scores, columns=["user"])["user"]) == set(test["user"])):
                 continue
-            differs = [f"train.{k}: {definition['train'].get(k)!r} here, {wanted.get(k)!r} asked"
-                       for k in sorted(set(wanted or {}) | set(definition["train"] if wanted else {}))
-                       if definition["train"].get(k) != wanted.get(k)]
+            differs = []
+            if wanted is not None:
+                trained = definition["train"]
+                differs += [f"train.{k}: {trained.get(k)!r} here, {wanted.get(k)!r} asked"
+                            for k in sorted(set(wanted) | set(trained)) if trained.get(k) != wanted.get(k)]
+                if definition.get("device") != ("cuda" if torch.cuda.is_available() else None):
+                    differs.append(f"device: {definition.get('device', 'cpu')} here")  # "auto": another precision there
             if val is not None and definition.get("validation_users") != users_digest(val):
                 differs.append("validation users")
-            if wanted is not None and definition.get("device") != ("cuda" if torch.cuda.is_available() else None):
-                differs.append(f"device: {definition.get('device', 'cpu')} here")  # bf16 "auto" means another precision there
             if differs:
                 others.append(f"{folder.name} ({'; '.join(differs)})")
                 continue

@@ -232,8 +232,10 @@ def provenance_line(table: pd.DataFrame) -> str:
     devices = sorted({str(d) for d in table.get("device", pd.Series(dtype=str)).dropna() if str(d)})
     parts = [f"ours: {', '.join(backbones) or 'backbone not recorded'}",
              "test users " + ", ".join(f"{t} {n:,}" for t, n in users.items()) if len(users) else "",
-             f"computed on {', '.join(devices)}" if devices else "", f"commit {', '.join(commits)}" if commits else "", f"{dates[0]}" + (f" to {dates[-1]}" if len(dates) > 1 else "")
-             if dates else "", f"{len(commands)} command(s), e.g. `{commands[0]}`" if commands else ""]
+             f"computed on {', '.join(devices)}" if devices else "",
+             f"commit {', '.join(commits)}" if commits else "",
+             f"{dates[0]}" + (f" to {dates[-1]}" if len(dates) > 1 else "") if dates else "",
+             f"{len(commands)} command(s), e.g. `{commands[0]}`" if commands else ""]
     return "; ".join(p for p in parts if p)
 
 
