@@ -214,6 +214,9 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     assert set(matrix.loc[matrix["split"] == "test", "source"]) == {"Tools", "Sports", "random", "popularity", "text similarity"}
     top = json.loads((tmp_path / "out" / "zero_shot" / "top_sources.json").read_text())
     assert top == {"Sports": ["Tools"], "Tools": ["Sports"]}  # only the other domain can be chosen
+    cached = list((tmp_path / "out" / "zero_shot" / "cache").iterdir())  # named with their precision: a bf16 cache
+    assert len(cached) == 2 * 3 + 2 * 2 * 2 and all(p.name.endswith("_fp32.parquet") for p in cached)  # is not read here
+    assert (matrix["device"] == "cpu").all()  # and the table says where it was computed
     run.run_notebook("03_xcross", {**common, "target": "Toys", "sources": "Tools,Sports", "n_train_users": 8,
                                    "n_val_users": 8, "n_test_users": 8, "train_candidates": 4, "bf16": False,
                                    "top_k_layers": 2},

@@ -283,18 +283,20 @@ def zero_shot(sources, target_data: dict[str, DomainData], n_test_users: int, n_
     """Every source model on every target's seeded test and validation subsets, and (references)
     the three reference rows on each target's test subset. Per-user results are saved as they come
     (out/cache/, named by model digest, target, split, users and seed) and reused when present, so an
-    interrupted matrix resumes where it stopped and a retrained model is scored again."""
+    interrupted matrix resumes where it stopped and a retrained model is scored again. The names
+    also say the precision (evaluate_source's), so scores made in bf16 are never read as float32."""
     from tqdm.auto import tqdm
 
     cache = Path(out) / "cache"
     cache.mkdir(parents=True, exist_ok=True)
+    precision = "bf16" if bf16_available(torch.device("cpu")) else "fp32"
     per_user, loaded = {}, {}
     size = {"test": n_test_users, "validation": n_val_users}
     subsets = {(t, split): seeded_subset(data.frames[split], size[split], seed)
                for t, data in target_data.items() for split in size}
     if references:
         for t, data in tqdm(list(target_data.items()), desc="reference rows", disable=not progress):
-            paths = {name: cache / f"{name.replace(' ', '_')}_on_{t}_test_n{n_test_users}_s{seed}_T{max_length}.parquet"
+            paths = {name: cache / f"{name.replace(' ', '_')}_on_{t}_test_n{n_test_users}_s{seed}_T{max_length}_{precision}.parquet"
                      for name in REFERENCE_ROWS}
             if not all(p.is_file() for p in paths.values()):
                 for name, frame in reference_rows(data, subsets[(t, "test")], max_length, seed).items():
@@ -304,7 +306,7 @@ def zero_shot(sources, target_data: dict[str, DomainData], n_test_users: int, n_
     jobs = [(s, t, split) for s in sources for t in target_data for split in ("validation", "test")]
     digests = {s: _model_digest(s) for s in sources}
     for source, target, split in tqdm(jobs, desc="zero-shot", disable=not progress):
-        path = cache / f"{source}-{digests[source]}_on_{target}_{split}_n{size[split]}_s{seed}_T{max_length}.parquet"
+        path = cache / f"{source}-{digests[source]}_on_{target}_{split}_n{size[split]}_s{seed}_T{max_length}_{precision}.parquet"
         if not path.is_file():
             if source not in loaded:  # one load per source model, not per (target, split)
                 loaded = {source: load_source(source)}
