@@ -365,17 +365,21 @@ def test_xcross_runs_with_other_settings_go_to_other_folders(made_target, tmp_pa
     found = experiments.finished_runs(tmp_path / "xcross" / "Tools-full-Kall", frames["train"], frames["test"])
     assert sorted(map(str, found["folder"])) == sorted(map(str, outs.values()))
     assert found["record"].map(lambda r: r["parameters"]["per_layer"]).tolist() == [256, 256]
-    # asked for its training settings (notebook 04: one budget a table), a run of another budget is left out, named
+    # asked for a run like its own (notebook 04: one budget a table, whatever the X-Cross settings), a run of
+    # another budget is left out, named with what differs
+    def like(config, val):
+        return experiments.xcross_definition(made_target, ["A", "B"], XCrossConfig(), config, frames["train"], val,
+                                             backbone=model.backbone_name)
     same = experiments.finished_runs(tmp_path / "xcross" / "Tools-full-Kall", frames["train"], frames["test"],
-                                     train_config, frames["validation"])
-    assert len(same) == 2 and not same.attrs["other_settings"]
+                                     like(train_config, frames["validation"]))
+    assert len(same) == 2 and not same.attrs["other_settings"]  # lambda1 1.0 and 0.5: X-Cross settings are free
     other = experiments.finished_runs(tmp_path / "xcross" / "Tools-full-Kall", frames["train"], frames["test"],
-                                      TrainConfig(batch_size=4, max_length=48, bf16=False, epochs=3), frames["validation"])
+                                      like(TrainConfig(batch_size=4, max_length=48, bf16=False, epochs=3), frames["validation"]))
     assert not len(other) and len(other.attrs["other_settings"]) == 2
-    assert all("train.epochs: 1 here, 3 asked" in o for o in other.attrs["other_settings"])
+    assert all("train.epochs: 1 -> 3" in o for o in other.attrs["other_settings"])
     elsewhere = experiments.finished_runs(tmp_path / "xcross" / "Tools-full-Kall", frames["train"], frames["test"],
-                                          train_config, frames["validation"].head(2))
-    assert not len(elsewhere) and all(o.endswith("(validation users)") for o in elsewhere.attrs["other_settings"])
+                                          like(train_config, frames["validation"].head(2)))
+    assert not len(elsewhere) and all("validation_users.n: " in o for o in elsewhere.attrs["other_settings"])
     # shipped (the table, record and per-user results, no weights), then gone from outputs/xcross: still found
     run_out = outs[0.5]
     shipped = experiments.ship_xcross_run(run_out, pd.DataFrame({"model": ["X-Cross"]}), pd.DataFrame({"step": [1]}))

@@ -19,7 +19,7 @@ from .models.scorer import scorer_config_of, set_head_trainable
 from .models.source import load_source, locate_sources, save_source
 from .paths import outputs_dir, shown_path
 from .provenance import (RUN_DEFINITION, adopted_from, claim_run_folder, compute_device, copy_files_atomic,
-                         definition_digest, git_commit, now_utc, write_csv_atomic, write_json_atomic)
+                         definition_digest, differences, git_commit, now_utc, write_csv_atomic, write_json_atomic)
 from .training import TrainConfig, evaluate_scorer, train_scorer
 from .training.trainer import bf16_available
 
@@ -513,22 +513,20 @@ def ship_xcross_run(run_out: Path, table: pd.DataFrame, curve: pd.DataFrame) -> 
     return shipped
 
 
-def finished_runs(prefix: Path, train: pd.DataFrame, test: pd.DataFrame, train_config: TrainConfig | None = None,
-                  val: pd.DataFrame | None = None) -> pd.DataFrame:
+def finished_runs(prefix: Path, train: pd.DataFrame, test: pd.DataFrame, like: dict | None = None,
+                  free: tuple[str, ...] = ("xcross",)) -> pd.DataFrame:
     """Finished runs in folders `<prefix>-<digest>` trained on exactly `train`'s users and scored
     on exactly `test`'s, oldest first (columns folder, record). prefix lives in <outputs>/xcross/;
     a run found only as shipped (<outputs>/reference/xcross_runs/, see ship_xcross_run) counts too,
     read from there: its per-user results and record, not its weights, which a clone does not hold.
-    train_config, val: only runs trained with exactly these training settings (the defining ones) and
-    validated on `val`'s users, so that a table never puts a run of another budget beside its own;
-    the runs left out for that are named, with what differs, in `.attrs["other_settings"]`."""
+    like: only runs whose definition equals this one in everything but the keys in `free` (notebook
+    04: an X-Cross run of its own training settings, validation users, sources and device, whatever
+    its X-Cross settings), so that a table never puts a run of another budget beside its own; the
+    runs left out for that are named, with what differs, in `.attrs["other_settings"]`."""
     prefix, rows, seen, others = Path(prefix), [], set(), []
     shipped = shipped_runs_dir(prefix.parent)
-    wanted = None
-    if train_config is not None:
-        from .training.trainer import NON_DEFINING
-
-        wanted = json.loads(json.dumps({k: v for k, v in train_config.to_dict().items() if k not in NON_DEFINING}))
+    def fixed(definition: dict) -> dict:  # what JSON keeps of the defining keys
+        return json.loads(json.dumps({k: v for k, v in definition.items() if k not in free}, sort_keys=True, default=str))
     for base, record_name in ((prefix.parent, "xcross.json"), (shipped, "run.json")):
         for folder in sorted(base.glob(f"{prefix.name}-*")):
             record_path, scores = folder / record_name, folder / "test_per_user.parquet"
@@ -539,15 +537,7 @@ def finished_runs(prefix: Path, train: pd.DataFrame, test: pd.DataFrame, train_c
             if not (definition["train_users"] == users_digest(train)
                     and set(pd.read_parquet(scores, columns=["user"])["user"]) == set(test["user"])):
                 continue
-            differs = []
-            if wanted is not None:
-                trained = definition["train"]
-                differs += [f"train.{k}: {trained.get(k)!r} here, {wanted.get(k)!r} asked"
-                            for k in sorted(set(wanted) | set(trained)) if trained.get(k) != wanted.get(k)]
-                if definition.get("device") != ("cuda" if torch.cuda.is_available() else None):
-                    differs.append(f"device: {definition.get('device', 'cpu')} here")  # "auto": another precision there
-            if val is not None and definition.get("validation_users") != users_digest(val):
-                differs.append("validation users")
+            differs = differences(fixed(definition), fixed(like)) if like is not None else []
             if differs:
                 others.append(f"{folder.name} ({'; '.join(differs)})")
                 continue

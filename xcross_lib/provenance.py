@@ -122,6 +122,12 @@ def _flat(obj, prefix: str = "") -> dict:
     return {prefix[:-1]: obj}
 
 
+def differences(old: dict, new: dict) -> list[str]:
+    """`key: old -> new` for each (nested, dotted) setting in which two run definitions differ."""
+    a, b = _flat(old), _flat(new)
+    return [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
 def definition_digest(definition: dict) -> str:
     """A short SHA-256 of a run's definition (JSON, sorted keys): the same settings give the same digest."""
     import hashlib
@@ -149,9 +155,7 @@ def claim_run_folder(folder: str | os.PathLike, definition: dict, reuse_under: s
     if path.is_file():
         old = json.loads(path.read_text())
         if old.get("definition") != definition:
-            a, b = _flat(old.get("definition", {})), _flat(definition)
-            changed = [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}"
-                       for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            changed = differences(old.get("definition", {}), definition)
             raise RunMismatchError(
                 f"{folder} holds a run made with other settings ({'; '.join(changed[:8])}"
                 f"{'; ...' if len(changed) > 8 else ''}). Its results are not this run's: choose another "
