@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from xcross_lib.learning_curve import (POINT, auto_epochs, curve_table, finished_points, point_name, shipped_root,
-                                       smallest_significant, validation_curves)
+from xcross_lib.learning_curve import (CHOSEN, POINT, auto_epochs, chosen_on_validation, curve_table, finished_points,
+                                       point_name, shipped_root, smallest_significant, validation_curves)
 from xcross_lib.metrics import METRICS
 
 pytestmark = pytest.mark.unit
@@ -27,7 +27,7 @@ def per_user(hit1, mrr, users=None):
 
 
 def record(model, size, **extra):
-    return {"model": model, "size": size, "kept_step": 2, "curve": [{"step": 1, "loss": 3.4}, {"step": 2, "loss": 3.3}],
+    return {"model": model, "size": size, "kept_step": 2, "select_metric": "mrr", "validation_best": 30.0, "curve": [{"step": 1, "loss": 3.4}, {"step": 2, "loss": 3.3}],
             "validation": [{"step": 0, "hit@1": 0.1, "mrr": 0.2}, {"step": 2, "hit@1": 0.2, "mrr": 0.3}], **extra}
 
 
@@ -90,6 +90,57 @@ def test_smallest_significant_needs_every_reference_above_and_below_alpha():
     assert smallest_significant(table, "X-Cross", ["A"]) == 100
     assert smallest_significant(table, "X-Cross", ["A", "B"], alpha=0.02) == 1000
     assert smallest_significant(table, "LoRA", ["A"]) is None  # significant, but below A
+
+
+def test_the_xcross_variant_with_the_higher_kept_validation_score_is_chosen_at_each_size():
+    frozen_100, trained_100 = record("X-Cross (head frozen)", 100, validation_best=20.5), record("X-Cross", 100, validation_best=20.1)
+    frozen_300, trained_300 = record("X-Cross (head frozen)", 300, validation_best=19.9), record("X-Cross", 300, validation_best=21.0)
+    tie_frozen, tie_trained = record("X-Cross (head frozen)", 1000, validation_best=19.8), record("X-Cross", 1000, validation_best=19.8)
+    lora = record("LoRA", 300, validation_best=40.0)  # another model: never chosen, however high
+    chosen = chosen_on_validation([trained_100, frozen_100, frozen_300, trained_300, lora, tie_trained, tie_frozen])
+    assert chosen[100] is frozen_100 and chosen[300] is trained_300 and chosen[1000] is tie_frozen  # a tie: head frozen
+    with pytest.raises(ValueError, match="different validation metrics"):
+        chosen_on_validation([frozen_100, {**trained_100, "select_metric": "hit@1"}])
+    # the table marks the choice, and the smallest significant size of the chosen variant follows it
+    test = per_user([1, 1, 0, 1], [1.0, 1.0, 0.2, 1.0])
+    weak = per_user([0, 1, 0, 0], [0.3, 1.0, 0.2, 0.25])
+    refs = {"A": per_user([0, 1, 0, 0], [0.2, 0.5, 0.2, 0.2])}
+    table = curve_table([(frozen_100, test), (trained_100, weak), (frozen_300, weak), (trained_300, weak), (lora, test)], refs)
+    marks = {(m, s): c for m, s, c in zip(table["model"], table["size"], table["chosen on validation"])}
+    assert marks[("X-Cross (head frozen)", 100)] is True and marks[("X-Cross", 100)] is False
+    assert marks[("X-Cross", 300)] is True and marks[("X-Cross (head frozen)", 300)] is False
+    assert pd.isna(marks[("LoRA", 300)]) and pd.isna(table.loc[table["model"] == "A", "chosen on validation"]).all()
+    significant = table.assign(**{"p mrr vs A": 0.01})  # every row significant: the sizes alone decide
+    assert smallest_significant(significant, "X-Cross", ["A"]) == 100  # head trained at 100 is above A too
+    no_frozen_100 = significant.assign(**{"mrr diff vs A": [0.0 if (m, s) == ("X-Cross (head frozen)", 100) else 1.0
+                                                            for m, s in zip(table["model"], table["size"])]})
+    assert smallest_significant(no_frozen_100, CHOSEN, ["A"]) == 300  # the chosen one at 100 is not above
+    assert smallest_significant(no_frozen_100, "X-Cross", ["A"]) == 100
+
+
+def test_notebook_12s_xcross_row_is_the_largest_size_chosen_on_validation(tmp_path):
+    from types import SimpleNamespace
+
+    from xcross_lib import single_domain
+
+    data = SimpleNamespace(domain=SimpleNamespace(name="Tools", fingerprint="f1"),
+                           protocol=SimpleNamespace(info={"candidates_sha256": "c1"}))
+    root = tmp_path / "reference" / "learning_curve" / "Tools-A+B-abc-learning-curve"
+    definition = json.dumps({"definition": {"data_fingerprint": "f1", "candidates_sha256": "c1"}})
+    for name, rec, tested in [("X-Cross-n300-a", record("X-Cross", 300, validation_best=25.0), True),
+                              ("X-Cross-n1000-b", record("X-Cross", 1000, validation_best=19.0), True),
+                              ("X-Cross-head-frozen-n1000-c", record("X-Cross (head frozen)", 1000, validation_best=19.5), True),
+                              ("X-Cross-head-frozen-n1000-d", record("X-Cross (head frozen)", 1000, validation_best=30.0), False)]:
+        (root / name).mkdir(parents=True)
+        (root / name / POINT).write_text(json.dumps(rec))
+        (root / name / "run_definition.json").write_text(definition)
+        if tested:  # d: a search point, validated only
+            per_user([0, 1], [0.5, 1.0]).to_parquet(root / name / "test_per_user.parquet")
+    folder, frame = single_domain.largest_xcross_point(data, tmp_path)
+    assert folder.name == "X-Cross-head-frozen-n1000-c" and len(frame) == 2  # not the name that sorts last
+    data.domain.fingerprint = "f2"  # other data: none of these
+    other = single_domain.largest_xcross_point(data, tmp_path)
+    assert other is None or other[0].parent.parent != root.parent
 
 
 def _write_point(base, name, rec, frame):

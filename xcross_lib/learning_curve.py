@@ -49,6 +49,8 @@ from .provenance import (RUN_DEFINITION, claim_run_folder, compute_device, copy_
 from .training import TrainConfig, evaluate_scorer
 
 MODELS = ("X-Cross", "X-Cross (head frozen)", "LoRA", "Pooler + Scorer")
+XCROSS_VARIANTS = MODELS[:2]
+CHOSEN = "X-Cross (chosen on validation)"  # per size, the variant chosen_on_validation keeps
 UNTRAINED = "untrained average"
 IN_DOMAIN = "{target} alone (in-domain)"
 POINT = "point.json"
@@ -108,6 +110,8 @@ def write_curve_tables(setup: CurveSetup, xcross_config, primary_metric: str = "
     table = curve_table(finished_points(setup.root, setup.test, output_dir), references)
     against = [f"{s} alone" for s in setup.source_names] + [UNTRAINED]
     answer = {m: smallest_significant(table, m, against, primary_metric) for m in MODELS if m in set(table["model"])}
+    if set(XCROSS_VARIANTS) & set(table["model"]):
+        answer[CHOSEN] = smallest_significant(table, CHOSEN, against, primary_metric)
     table.insert(0, "target", setup.data.domain.name)
     table["sources"] = "+".join(setup.source_names)
     table["primary_metric"] = primary_metric
@@ -309,15 +313,33 @@ def finished_points(root: Path, test: pd.DataFrame, output_dir=None) -> list[tup
     return out
 
 
+def chosen_on_validation(records: list[dict]) -> dict:
+    """{size: record} of the X-Cross variant (head trained or head frozen) kept at each size: the
+    higher kept validation score (`validation_best`, in the points' select_metric), the rule written
+    down before the curve's runs (docs/results.md); a tie (both kept their start, say) goes to the
+    head frozen, the model with fewer trained parameters. Other models' records are passed over."""
+    variants = [r for r in records if r["model"] in XCROSS_VARIANTS]
+    if len({r["select_metric"] for r in variants}) > 1:
+        raise ValueError("X-Cross points kept their states on different validation metrics: "
+                         f"{sorted({r['select_metric'] for r in variants})}; no choice between them")
+    chosen = {}
+    for r in sorted(variants, key=lambda r: (r["validation_best"], r["model"] == "X-Cross (head frozen)")):
+        chosen[r["size"]] = r  # sorted ascending: the last one of a size is kept
+    return chosen
+
+
 def curve_table(points: list[tuple[dict, pd.DataFrame]], references: dict[str, pd.DataFrame],
                 metrics: tuple[str, ...] = ("hit@1", "mrr")) -> pd.DataFrame:
     """One row per reference and per point: mean metrics (percent) and, for each point, the
     two-tailed paired t-test p-value against every reference row, per metric (`p <metric> vs <row>`,
     with the difference point - row in percent points beside it, and `mdd <metric> vs <row>`: the
-    difference that test detects with 80 % power at alpha 0.05, given the pair's per-user spread)."""
+    difference that test detects with 80 % power at alpha 0.05, given the pair's per-user spread).
+    On X-Cross rows `chosen on validation` says which variant chosen_on_validation keeps at the size."""
     rows = [{"model": name, "size": None, **summarize(frame).round(2).to_dict()} for name, frame in references.items()]
+    chosen = chosen_on_validation([record for record, _ in points])
     for record, per_user in sorted(points, key=lambda p: (p[0]["model"], p[0]["size"])):
-        row = {"model": record["model"], "size": record["size"], **summarize(per_user).round(2).to_dict()}
+        row = {"model": record["model"], "size": record["size"], **summarize(per_user).round(2).to_dict(),
+               "chosen on validation": chosen.get(record["size"]) is record if record["model"] in XCROSS_VARIANTS else None}
         for name, frame in references.items():
             for metric in metrics:
                 test = paired_ttest(per_user, frame, metric)
@@ -335,8 +357,9 @@ def curve_table(points: list[tuple[dict, pd.DataFrame]], references: dict[str, p
 
 def smallest_significant(table: pd.DataFrame, model: str, against: list[str], metric: str = "mrr",
                          alpha: float = 0.05) -> int | None:
-    """The smallest size at which `model` is above every row of `against` with p < alpha on `metric`."""
-    rows = table[table["model"] == model].sort_values("size")
+    """The smallest size at which `model` is above every row of `against` with p < alpha on `metric`;
+    model CHOSEN: the X-Cross rows chosen on validation (one a size)."""
+    rows = table[table["chosen on validation"].eq(True) if model == CHOSEN else table["model"] == model].sort_values("size")
     for _, row in rows.iterrows():
         if all(row[f"{metric} diff vs {a}"] > 0 and row[f"p {metric} vs {a}"] < alpha for a in against):
             return int(row["size"])

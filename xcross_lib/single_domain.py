@@ -209,22 +209,26 @@ def full_ranking_table(results: dict, rows: dict) -> pd.DataFrame:
 
 def largest_xcross_point(data: DomainData, output_dir=None) -> tuple[Path, pd.DataFrame] | None:
     """The X-Cross learning-curve point (notebook 11) of this domain, on these data and candidate
-    lists (its definition's fingerprints), with the most training users, as (its shipped folder, its
-    per-user test metrics); None where there is none. The t-test also refuses it unless it scored the
-    same users."""
+    lists (its definition's fingerprints), at the most training users, the variant chosen there on
+    validation (learning_curve.chosen_on_validation), as (its shipped folder, its per-user test
+    metrics); None where there is none. The t-test also refuses it unless it scored the same users."""
+    from .learning_curve import chosen_on_validation
+
     roots = dict.fromkeys([outputs_dir(output_dir) / "reference", REPO_ROOT / "outputs" / "reference"])
-    points = []
+    points = {}  # point folder name -> (folder, record): a folder shipped and kept here is one point
     for root in roots:
-        for path in root.glob(f"learning_curve/{data.domain.name}-*-learning-curve/X-Cross*/point.json"):
-            point = json.loads(path.read_text())
+        for path in sorted(root.glob(f"learning_curve/{data.domain.name}-*-learning-curve/X-Cross*/point.json")):
             definition = json.loads((path.parent / RUN_DEFINITION).read_text()).get("definition", {})
             same_data = (definition.get("data_fingerprint") == data.domain.fingerprint
                          and definition.get("candidates_sha256") == data.protocol.info.get("candidates_sha256"))
             if same_data and (path.parent / "test_per_user.parquet").is_file():
-                points.append((point.get("size") or 10**9, path.parent))
+                record = json.loads(path.read_text())
+                points.setdefault(path.parent.name, (path.parent, {**record, "size": record.get("size") or 10**9}))
     if not points:
         return None
-    _, folder = max(points, key=lambda p: (p[0], str(p[1])))
+    largest = max(record["size"] for _, record in points.values())
+    kept = chosen_on_validation([record for _, record in points.values() if record["size"] == largest])[largest]
+    folder = next(folder for folder, record in points.values() if record is kept)
     return folder, pd.read_parquet(folder / "test_per_user.parquet")
 
 
