@@ -527,6 +527,7 @@ def finished_runs(prefix: Path, train: pd.DataFrame, test: pd.DataFrame, like: d
     shipped = shipped_runs_dir(prefix.parent)
     def fixed(definition: dict) -> dict:  # what JSON keeps of the defining keys
         return json.loads(json.dumps({k: v for k, v in definition.items() if k not in free}, sort_keys=True, default=str))
+    wanted = fixed(like) if like is not None else None
     for base, record_name in ((prefix.parent, "xcross.json"), (shipped, "run.json")):
         for folder in sorted(base.glob(f"{prefix.name}-*")):
             record_path, scores = folder / record_name, folder / "test_per_user.parquet"
@@ -537,7 +538,7 @@ def finished_runs(prefix: Path, train: pd.DataFrame, test: pd.DataFrame, like: d
             if not (definition["train_users"] == users_digest(train)
                     and set(pd.read_parquet(scores, columns=["user"])["user"]) == set(test["user"])):
                 continue
-            differs = differences(fixed(definition), fixed(like)) if like is not None else []
+            differs = differences(fixed(definition), wanted) if wanted is not None else []
             if differs:
                 others.append(f"{folder.name} ({'; '.join(differs)})")
                 continue

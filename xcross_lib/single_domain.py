@@ -215,7 +215,7 @@ def largest_xcross_point(data: DomainData, output_dir=None) -> tuple[Path, pd.Da
     from .learning_curve import chosen_on_validation
 
     roots = dict.fromkeys([outputs_dir(output_dir) / "reference", REPO_ROOT / "outputs" / "reference"])
-    points = {}  # point folder name -> (folder, record): a folder shipped and kept here is one point
+    points = {}  # point folder name -> its record, with its path: a folder shipped and kept here is one point
     for root in roots:
         for path in sorted(root.glob(f"learning_curve/{data.domain.name}-*-learning-curve/X-Cross*/point.json")):
             definition = json.loads((path.parent / RUN_DEFINITION).read_text()).get("definition", {})
@@ -223,12 +223,11 @@ def largest_xcross_point(data: DomainData, output_dir=None) -> tuple[Path, pd.Da
                          and definition.get("candidates_sha256") == data.protocol.info.get("candidates_sha256"))
             if same_data and (path.parent / "test_per_user.parquet").is_file():
                 record = json.loads(path.read_text())
-                points.setdefault(path.parent.name, (path.parent, {**record, "size": record.get("size") or 10**9}))
+                points.setdefault(path.parent.name, {**record, "size": record.get("size") or 10**9, "path": path.parent})
     if not points:
         return None
-    largest = max(record["size"] for _, record in points.values())
-    kept = chosen_on_validation([record for _, record in points.values() if record["size"] == largest])[largest]
-    folder = next(folder for folder, record in points.values() if record is kept)
+    largest = max(record["size"] for record in points.values())
+    folder = chosen_on_validation([r for r in points.values() if r["size"] == largest])[largest]["path"]
     return folder, pd.read_parquet(folder / "test_per_user.parquet")
 
 
