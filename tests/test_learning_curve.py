@@ -99,6 +99,10 @@ def test_the_xcross_variant_with_the_higher_kept_validation_score_is_chosen_at_e
     lora = record("LoRA", 300, validation_best=40.0)  # another model: never chosen, however high
     chosen = chosen_on_validation([trained_100, frozen_100, frozen_300, trained_300, lora, tie_trained, tie_frozen])
     assert chosen[100] is frozen_100 and chosen[300] is trained_300 and chosen[1000] is tie_frozen  # a tie: head frozen
+    trained_3000 = record("X-Cross", 3000, validation_best=30.0)  # its head-frozen twin not run yet: no choice there
+    assert 3000 not in chosen_on_validation([frozen_100, trained_100, trained_3000])
+    only_trained = chosen_on_validation([trained_100, trained_3000])  # a curve of one variant: nothing to choose
+    assert only_trained[100] is trained_100 and only_trained[3000] is trained_3000
     with pytest.raises(ValueError, match="different validation metrics"):
         chosen_on_validation([frozen_100, {**trained_100, "select_metric": "hit@1"}])
     # the table marks the choice, and the smallest significant size of the chosen variant follows it
@@ -130,14 +134,15 @@ def test_notebook_12s_xcross_row_is_the_largest_size_chosen_on_validation(tmp_pa
     for name, rec, tested in [("X-Cross-n300-a", record("X-Cross", 300, validation_best=25.0), True),
                               ("X-Cross-n1000-b", record("X-Cross", 1000, validation_best=19.0), True),
                               ("X-Cross-head-frozen-n1000-c", record("X-Cross (head frozen)", 1000, validation_best=19.5), True),
-                              ("X-Cross-head-frozen-n1000-d", record("X-Cross (head frozen)", 1000, validation_best=30.0), False)]:
+                              ("X-Cross-head-frozen-n1000-d", record("X-Cross (head frozen)", 1000, validation_best=30.0), False),
+                              ("X-Cross-n3000-e", record("X-Cross", 3000, validation_best=40.0), True)]:  # twin not run
         (root / name).mkdir(parents=True)
         (root / name / POINT).write_text(json.dumps(rec))
         (root / name / "run_definition.json").write_text(definition)
         if tested:  # d: a search point, validated only
             per_user([0, 1], [0.5, 1.0]).to_parquet(root / name / "test_per_user.parquet")
     folder, frame = single_domain.largest_xcross_point(data, tmp_path)
-    assert folder.name == "X-Cross-head-frozen-n1000-c" and len(frame) == 2  # not the name that sorts last
+    assert folder.name == "X-Cross-head-frozen-n1000-c" and len(frame) == 2  # not the name that sorts last, nor 3000
     data.domain.fingerprint = "f2"  # other data: none of these
     other = single_domain.largest_xcross_point(data, tmp_path)
     assert other is None or other[0].parent.parent != root.parent

@@ -317,14 +317,19 @@ def chosen_on_validation(records: list[dict]) -> dict:
     """{size: record} of the X-Cross variant (head trained or head frozen) kept at each size: the
     higher kept validation score (`validation_best`, in the points' select_metric), the rule written
     down before the curve's runs (docs/results.md); a tie (both kept their start, say) goes to the
-    head frozen, the model with fewer trained parameters. Other models' records are passed over."""
+    head frozen, the model with fewer trained parameters. A size that lacks a variant the records
+    hold at another size is not decided yet (no entry): its one point would win by default. Other
+    models' records are passed over."""
     variants = [r for r in records if r["model"] in XCROSS_VARIANTS]
     if len({r["select_metric"] for r in variants}) > 1:
         raise ValueError("X-Cross points kept their states on different validation metrics: "
                          f"{sorted({r['select_metric'] for r in variants})}; no choice between them")
+    every_variant = {r["model"] for r in variants}
+    variants_at = {size: {r["model"] for r in variants if r["size"] == size} for size in {r["size"] for r in variants}}
     chosen = {}
     for r in sorted(variants, key=lambda r: (r["validation_best"], r["model"] == "X-Cross (head frozen)")):
-        chosen[r["size"]] = r  # sorted ascending: the last one of a size is kept
+        if variants_at[r["size"]] == every_variant:
+            chosen[r["size"]] = r  # sorted ascending: the last one of a size is kept
     return chosen
 
 

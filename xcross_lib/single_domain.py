@@ -209,9 +209,9 @@ def full_ranking_table(results: dict, rows: dict) -> pd.DataFrame:
 
 def largest_xcross_point(data: DomainData, output_dir=None) -> tuple[Path, pd.DataFrame] | None:
     """The X-Cross learning-curve point (notebook 11) of this domain, on these data and candidate
-    lists (its definition's fingerprints), at the most training users, the variant chosen there on
-    validation (learning_curve.chosen_on_validation), as (its shipped folder, its per-user test
-    metrics); None where there is none. The t-test also refuses it unless it scored the same users."""
+    lists (its definition's fingerprints), at the most training users where the variants have been
+    chosen between on validation (learning_curve.chosen_on_validation), that choice, as (its shipped
+    folder, its per-user test metrics); None where there is none. The t-test also refuses it unless it scored the same users."""
     from .learning_curve import chosen_on_validation
 
     roots = dict.fromkeys([outputs_dir(output_dir) / "reference", REPO_ROOT / "outputs" / "reference"])
@@ -224,10 +224,10 @@ def largest_xcross_point(data: DomainData, output_dir=None) -> tuple[Path, pd.Da
             if same_data and (path.parent / "test_per_user.parquet").is_file():
                 record = json.loads(path.read_text())
                 points.setdefault(path.parent.name, {**record, "size": record.get("size") or 10**9, "path": path.parent})
-    if not points:
+    chosen = chosen_on_validation(list(points.values()))
+    if not chosen:
         return None
-    largest = max(record["size"] for record in points.values())
-    folder = chosen_on_validation([r for r in points.values() if r["size"] == largest])[largest]["path"]
+    folder = chosen[max(chosen)]["path"]
     return folder, pd.read_parquet(folder / "test_per_user.parquet")
 
 
