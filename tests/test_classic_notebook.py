@@ -60,6 +60,29 @@ def test_notebook_12_writes_both_tables_with_every_row(tiny_data_dir, tmp_path, 
     assert not any(c.startswith(("hit@", "mrr", "ndcg", "test")) for c in search.columns)
     assert search["validation_mrr"].tolist() == [round(100 * json.loads(p.read_text())["validation_mrr"], 2) for p in
                                                  sorted((tmp_path / "out" / "classic" / "Tools").glob("*/summary.json"))]
+    # a clean clone has only the committed copies (no weights): a rerun rebuilds the same table from them
+    run.run_notebook("12_classic", {**common, "target": "Tools", "models": "SASRec,S3Rec", "max_epochs": 2,
+                                    "pretrain_budget_s": 0, "write_reference": True}, profile="smoke",
+                     output=tmp_path / "12c.ipynb", progress=False)
+    shipped = tmp_path / "out" / "reference" / "classic" / "Tools"
+    assert sorted(p.name for p in shipped.iterdir()) == sorted(p.name for p in (tmp_path / "out" / "classic" / "Tools").iterdir())
+    assert not list(shipped.glob("*/model.pt"))
+    committed = pd.read_csv(tmp_path / "out" / "reference" / "classic_tools.csv")
+    import shutil
+
+    shutil.rmtree(tmp_path / "out" / "classic")
+    sasrec = next(shipped.glob("SASRec-*"))
+    definition = json.loads((sasrec / "run_definition.json").read_text())
+    (sasrec / "run_definition.json").write_text(json.dumps({**definition, "definition": {**definition["definition"], "recbole": "0.0"}}))
+    run.run_notebook("12_classic", {**common, "target": "Tools", "models": "SASRec,S3Rec", "max_epochs": 2,
+                                    "pretrain_budget_s": 0, "write_reference": True}, profile="smoke",
+                     output=tmp_path / "12d.ipynb", progress=False)
+    retrained = {p.parent.name for p in (tmp_path / "out" / "classic" / "Tools").glob("*/model.pt")}
+    assert retrained == {sasrec.name}  # another definition's copy is trained again; S3Rec's own copy reused
+    again = pd.read_csv(tmp_path / "out" / "reference" / "classic_tools.csv").set_index("model")
+    s3rec = committed.set_index("model").loc["S3Rec"]
+    assert again.loc["S3Rec", ["mrr", "hit@1", "model_files", "model_sha256", "train_s"]].tolist() == \
+        s3rec[["mrr", "hit@1", "model_files", "model_sha256", "train_s"]].tolist()
 
 
 def test_fdsa_without_attribute_words_is_refused_with_the_fix(tiny_data_dir, tmp_path, monkeypatch):

@@ -6,7 +6,8 @@ every item of the domain (`full_ranking_per_user`: history items left out, ties 
 target). `classic_table` and `full_ranking_table` put them beside the reference rows and the
 domain's own source model. Each model's run lives in its own folder, tied to its definition
 (settings, data fingerprint, RecBole version), so a rerun reuses a finished model and never one made
-with other settings.
+with other settings; where only the committed copy of a run is here (its tables and summary, not
+its weights), a rerun reuses that.
 """
 
 from __future__ import annotations
@@ -115,9 +116,11 @@ def train_classic_models(data: DomainData, models=MODELS, settings: dict | None 
         if name in ("FDSA", "S3Rec"):  # the models that read item attributes (title words)
             definition["attributes"] = {"source": "title words", **ATTRIBUTE_SETTINGS}
         folder = root / f"{name}-{definition_digest(definition)}"
+        if not _finished_classic_run(folder):
+            folder = _shipped_classic_run(folder, definition, output_dir) or folder  # committed without weights
         claim_run_folder(folder, definition)
         files = {k: folder / f"{k}.parquet" for k in ("sampled", "full", "curve")}
-        if not all(p.is_file() for p in files.values()) or not (folder / "summary.json").is_file():
+        if not _finished_classic_run(folder):
             catalogue = classic_catalogue(name, data, config.overrides)
             model, curve, summary = train_classic(config, catalogue, data.domain.sequences,
                                                   data.frames["train"]["user"].to_numpy(), val, progress,
@@ -135,6 +138,24 @@ def train_classic_models(data: DomainData, models=MODELS, settings: dict | None 
         out[name]["summary"] = json.loads((folder / "summary.json").read_text())
         out[name]["folder"], out[name]["path"] = shown_path(folder), folder
     return out
+
+
+def _finished_classic_run(folder: Path) -> bool:
+    return all((folder / f"{k}.parquet").is_file() for k in ("sampled", "full", "curve")) and (folder / "summary.json").is_file()
+
+
+def _shipped_classic_run(folder: Path, definition: dict, output_dir=None) -> Path | None:
+    """The committed copy (ship_classic) of the run `folder` would hold: the same folder name under
+    <outputs>/reference/classic/<domain>/ or the repository's, finished, and holding exactly
+    `definition` (settings, data fingerprint, RecBole and torch versions); None where there is none.
+    A clean clone rebuilds notebook 12's tables from it instead of training the model again."""
+    definition = json.loads(json.dumps(definition, sort_keys=True, default=str))  # what JSON keeps
+    for root in dict.fromkeys([outputs_dir(output_dir) / "reference" / "classic", REPO_ROOT / "outputs" / "reference" / "classic"]):
+        shipped = root / folder.parent.name / folder.name
+        if (_finished_classic_run(shipped) and (shipped / RUN_DEFINITION).is_file()
+                and json.loads((shipped / RUN_DEFINITION).read_text()).get("definition") == definition):
+            return shipped
+    return None
 
 
 def reference_and_source_rows(data: DomainData, source: str | None, seed: int = 0, max_length: int = 256,
@@ -296,6 +317,9 @@ def ship_classic(results: dict, output_dir=None) -> dict[str, str]:
     for model, info in results.items():
         folder = Path(info["path"])
         dest = outputs_dir(output_dir) / "reference" / "classic" / folder.parent.name / folder.name
+        if dest.resolve() == folder.resolve():  # reused from the committed copy: already shipped
+            shipped[model] = shown_path(dest)
+            continue
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("run_definition.json", "summary.json", "curve.parquet", "sampled.parquet", "full.parquet"):
             shutil.copy2(folder / name, dest / name)
