@@ -4,6 +4,7 @@ distinct candidate titles encoded once, and runs that know their settings."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -325,6 +326,19 @@ def test_a_folder_made_with_other_settings_is_refused(tmp_path):
     other = {"xcross": {"lambda1": 0.5, "lambda2": 1.0}, "train": {"learning_rate": 1e-3}}
     with pytest.raises(RunMismatchError, match=r"xcross\.lambda1: 1\.0 -> 0\.5"):
         claim_run_folder(tmp_path, other)
+
+
+def test_a_definition_is_compared_as_stored_tuples_and_paths_included(tmp_path):
+    from xcross_lib.provenance import as_stored
+
+    definition = {"sources": ("Sports", "Electronics"), "data": Path("some/dir"), "b": 1, "a": {"y": 2.0, "x": None}}
+    assert as_stored(definition) == {"a": {"x": None, "y": 2.0}, "b": 1, "data": "some/dir", "sources": ["Sports", "Electronics"]}
+    assert list(as_stored(definition)) == ["a", "b", "data", "sources"]
+    digest = claim_run_folder(tmp_path, definition)
+    assert json.loads((tmp_path / "run_definition.json").read_text())["definition"] == as_stored(definition)
+    assert claim_run_folder(tmp_path, {**definition, "sources": ["Sports", "Electronics"], "data": "some/dir"}) == digest
+    with pytest.raises(RunMismatchError, match="sources"):
+        claim_run_folder(tmp_path, {**definition, "sources": ("Electronics", "Sports")})
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from .models import Scorer, ScorerConfig, load_backbone
 from .models.scorer import scorer_config_of, set_head_trainable
 from .models.source import load_source, locate_sources, save_source
 from .paths import outputs_dir, shown_path
-from .provenance import (RUN_DEFINITION, adopted_from, claim_run_folder, compute_device, copy_files_atomic,
+from .provenance import (RUN_DEFINITION, adopted_from, as_stored, claim_run_folder, compute_device, copy_files_atomic,
                          definition_digest, differences, git_commit, now_utc, write_csv_atomic, write_json_atomic)
 from .training import TrainConfig, evaluate_scorer, train_scorer
 from .training.trainer import bf16_available
@@ -526,7 +526,7 @@ def finished_runs(prefix: Path, train: pd.DataFrame, test: pd.DataFrame, like: d
     prefix, rows, seen, others = Path(prefix), [], set(), []
     shipped = shipped_runs_dir(prefix.parent)
     def fixed(definition: dict) -> dict:  # what JSON keeps of the defining keys
-        return json.loads(json.dumps({k: v for k, v in definition.items() if k not in free}, sort_keys=True, default=str))
+        return as_stored({k: v for k, v in definition.items() if k not in free})
     wanted = fixed(like) if like is not None else None
     for base, record_name in ((prefix.parent, "xcross.json"), (shipped, "run.json")):
         for folder in sorted(base.glob(f"{prefix.name}-*")):
@@ -584,7 +584,7 @@ def shipped_run(definition: dict, test: pd.DataFrame, output_dir=None, with_untr
     on exactly `test`'s users; None if there is none. Its per-user results, parameter counts and
     training time: what a clone without the run's weights needs to put it in a table.
     with_untrained: only a run that also holds the untrained model's per-user scores (X-Cross's start)."""
-    definition = json.loads(json.dumps(definition, sort_keys=True, default=str))
+    definition = as_stored(definition)
     digest, reference = definition_digest(definition), outputs_dir(output_dir) / "reference"
     for folder in sorted([*reference.glob(f"xcross_runs/*-{digest}"), *reference.glob(f"learning_curve/*/*-{digest}")]):
         scores, stored = folder / "test_per_user.parquet", folder / RUN_DEFINITION

@@ -128,6 +128,11 @@ def differences(old: dict, new: dict) -> list[str]:
     return [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+def as_stored(definition: dict) -> dict:
+    """A run definition as run_definition.json keeps it (JSON types, sorted keys): what a stored one is compared with."""
+    return json.loads(json.dumps(definition, sort_keys=True, default=str))
+
+
 def definition_digest(definition: dict) -> str:
     """A short SHA-256 of a run's definition (JSON, sorted keys): the same settings give the same digest."""
     import hashlib
@@ -149,7 +154,7 @@ def claim_run_folder(folder: str | os.PathLike, definition: dict, reuse_under: s
     its training (`run/`: checkpoint, kept weights, curves) in, so training resumes at its end instead
     of being repeated; adopted_from.json names the folder it came from (finished_twin)."""
     folder = Path(folder)
-    definition = json.loads(json.dumps(definition, sort_keys=True, default=str))  # what JSON keeps
+    definition = as_stored(definition)
     digest = definition_digest(definition)
     path = folder / RUN_DEFINITION
     if path.is_file():
@@ -182,7 +187,7 @@ def finished_twin(under: str | os.PathLike, definition: dict, besides: str | os.
     """A folder under `under` (recursively; not `besides`) whose run_definition.json holds exactly
     `definition` and whose training finished (run/curve.json is written at its end); None if none.
     A twin trains the same model: the definition holds every setting, the data and the users."""
-    definition = json.loads(json.dumps(definition, sort_keys=True, default=str))
+    definition = as_stored(definition)
     besides = Path(besides).resolve() if besides is not None else None
     for path in sorted(Path(under).rglob(RUN_DEFINITION)):
         folder = path.parent

@@ -31,7 +31,7 @@ from .models.source import load_source, source_dir
 from .paths import REPO_ROOT, outputs_dir, shown_path
 from .data.protocol import file_sha256
 from .errors import DataError
-from .provenance import RUN_DEFINITION, claim_run_folder, definition_digest, now_utc, write_json_atomic
+from .provenance import RUN_DEFINITION, as_stored, claim_run_folder, definition_digest, now_utc, write_json_atomic
 from .training.classic import SELECTION, ClassicConfig, sampled_per_user, train_classic
 from .training.evaluate import evaluate_scorer, two_tower_full_scores, two_towers
 from .training.trainer import bf16_available
@@ -149,7 +149,7 @@ def _shipped_classic_run(folder: Path, definition: dict, output_dir=None) -> Pat
     <outputs>/reference/classic/<domain>/ or the repository's, finished, and holding exactly
     `definition` (settings, data fingerprint, RecBole and torch versions); None where there is none.
     A clean clone rebuilds notebook 12's tables from it instead of training the model again."""
-    definition = json.loads(json.dumps(definition, sort_keys=True, default=str))  # what JSON keeps
+    definition = as_stored(definition)
     for root in dict.fromkeys([outputs_dir(output_dir) / "reference" / "classic", REPO_ROOT / "outputs" / "reference" / "classic"]):
         shipped = root / folder.parent.name / folder.name
         if (_finished_classic_run(shipped) and (shipped / RUN_DEFINITION).is_file()
