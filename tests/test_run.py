@@ -324,6 +324,9 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     runs = pd.read_csv(limited_dir / "runs.csv")
     assert len(runs) == 2 * 2 * 2 and set(runs["model"]) == {"X-Cross", "LoRA"}
     assert (runs["length_mean"] > 0).all() and runs["n_users"].eq(8).all()
+    # X-Cross and the target LoRA of every size and subset keep their step on the same validation users
+    definitions = [json.loads(p.read_text())["definition"] for p in (limited_dir / "runs").glob("*/run_definition.json")]
+    assert len(definitions) == 8 and len({json.dumps(d["validation_users"]) for d in definitions}) == 1
     limited = pd.read_csv(tmp_path / "out" / "reference" / "limited_data_toys.csv")
     assert sorted(limited["size"]) == [4, 4, 6, 6] and limited["subsets"].eq(2).all()
     assert limited["p (X-Cross vs LoRA, hit@1)"].between(0, 1).all()

@@ -165,11 +165,14 @@ def train_source_model(
     progress: bool = True,
     prefix_min_history: int | None = None,
     reuse_under: str | Path | None = None,
+    val: pd.DataFrame | None = None,
 ):
     """Train one domain's LoRA scorer and save it (adapter, head, record) under out_dir.
     prefix_min_history: also train on every prefix of that many items or more of each training
     user (more examples per user); None trains on one example per user, as evaluated.
-    reuse_under: where a finished run of the same definition is looked for (claim_run_folder)."""
+    reuse_under: where a finished run of the same definition is looked for (claim_run_folder).
+    val: the validation users that choose the kept step (a study's, shared with the models it
+    compares); None draws n_val_users of them with the training seed."""
     train_config = train_config or TrainConfig()
     scorer_config = scorer_config or ScorerConfig()
     out_dir = Path(out_dir or outputs_dir() / "sources" / data.domain.name)
@@ -183,7 +186,8 @@ def train_source_model(
         popularity = item_popularity(data.domain.sequences, data.frames["train"]["user"], 1 + max(data.domain.asins))
         train = prefix_examples(data.domain.sequences, train["user"], popularity, train_config.seed,
                                 prefix_min_history, len(train["candidates"].iloc[0]))
-    val = seeded_subset(data.frames["validation"], n_val_users, train_config.seed)
+    if val is None:
+        val = seeded_subset(data.frames["validation"], n_val_users, train_config.seed)
     digest = claim_run_folder(out_dir, source_run_definition(data, backbone_name, scorer_config, train_config, train,
                                                              val, prefix_min_history), reuse_under)
     result = train_scorer(model, encoder, train, val, train_config, out_dir / "run", progress=progress)

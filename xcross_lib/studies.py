@@ -140,7 +140,10 @@ def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcro
         "candidates_sha256": data.protocol.info["candidates_sha256"], "sources": source_models(source_names),
         "head_from": source_names[head_from], "xcross": xcross_config.to_dict(), "xcross_train": xcross_train.to_dict(),
         "lora_backbone": lora_backbone, "lora_scorer": lora_scorer.to_dict(), "lora_train": lora_train.to_dict(),
-        "validation_users": users_digest(val), "test_users": users_digest(test), "seed": seed})
+        "validation_users": users_digest(val), "test_users": users_digest(test), "seed": seed,
+        # the target LoRA keeps its step on these validation users, as X-Cross does (each LoRA run
+        # once drew its own with its subset's seed: a study of that definition is not this one)
+        "lora_validation": "the study's validation users"})
     shipped = outputs_dir(output_dir) / "reference" / "limited_data" / f"{out.name}-{digest}"  # one folder a study
     same_study = ((shipped / RUN_DEFINITION).is_file() and json.loads((shipped / RUN_DEFINITION).read_text())
                   == json.loads((out / RUN_DEFINITION).read_text()))
@@ -162,7 +165,7 @@ def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcro
             elif model == "LoRA":  # a new adapter on the target; train_source_model draws the same subset by this seed
                 scorer, encoder, result, _ = train_source_model(
                     data, lora_backbone, lora_scorer, replace(lora_train, seed=subset_seed), size, len(val),
-                    out / "runs" / name, progress=False, reuse_under=reuse_under)
+                    out / "runs" / name, progress=False, reuse_under=reuse_under, val=val)
                 frame, trained = evaluate_scorer(scorer, encoder, test, bf16=result.bf16, progress=False), scorer
             else:
                 raise ValueError(f"unknown model {model!r}; known: X-Cross, LoRA")
