@@ -15,7 +15,7 @@ pytestmark = pytest.mark.smoke
 def test_a_searched_point_is_tested_later_and_its_xcross_ranked_over_all_items(tiny_data_dir, tmp_path, monkeypatch):
     from xcross_lib import single_domain
     from xcross_lib.errors import DataError
-    from xcross_lib.experiments import DomainData, evaluate_source
+    from xcross_lib.experiments import DomainData, evaluate_source, seeded_subset, users_digest
 
     monkeypatch.setenv("XCROSS_OUTPUTS_DIR", str(tmp_path / "out"))
     common = {"data_dir": str(tiny_data_dir), "max_length": 64}
@@ -79,6 +79,15 @@ def test_a_searched_point_is_tested_later_and_its_xcross_ranked_over_all_items(t
         best.unlink()
     missing = single_domain.xcross_point_rows(data, folder, progress=False)
     assert missing["full"] is None and missing["sampled"]["rank"].equals(per_user["rank"])
+    # a target LoRA point keeps its step on the curve's validation users, in the folder its definition names
+    run.run_notebook("11_learning_curve", {**point_params, "model": "LoRA", "epochs": 1}, profile="smoke",
+                     output=tmp_path / "11-lora.ipynb", progress=False)
+    (lora,) = reference.glob("learning_curve/Toys-*/LoRA-n8-*/point.json")
+    (claimed,) = (tmp_path / "out" / "xcross").glob(f"*/{lora.parent.name}/run_definition.json")
+    stored = json.loads(claimed.read_text())
+    val = seeded_subset(data.frames["validation"], 8, 0)
+    assert stored["definition"]["validation_users"] == users_digest(val) and lora.parent.name.endswith(stored["digest"])
+    assert json.loads(lora.read_text())["n_val_users"] == len(val)
 
 
 def test_device_script_runs_the_notebooks_points_in_bf16_under_their_own_digest(tiny_data_dir, tmp_path, monkeypatch):

@@ -636,7 +636,7 @@ def train_once(kind: str, data: DomainData, source_names: list[str], head_from: 
         source = read_record(source_names[head_from])
         model, encoder, result, record = train_source_model(
             data, source["backbone"], ScorerConfig(**source["scorer"]), train_config, len(train), len(val), out,
-            command, reuse_under=out.parent)
+            command, reuse_under=out.parent, val=val)
         per_user, untrained = evaluate_scorer(model, encoder, test, bf16=result.bf16, progress=False), None
         per_user.to_parquet(out / "test_per_user.parquet")
         record = {**{k: v for k, v in record.items() if k != "check_slice"}, "model": kind,

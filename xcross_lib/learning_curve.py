@@ -259,10 +259,11 @@ def train_point(model: str, data: DomainData, source_names: list[str], head_from
     started, commit, started_at = time.perf_counter(), git_commit(), now_utc()
     folder = Path(root) / name
     searched = json.loads((folder / POINT).read_text()) if (folder / POINT).is_file() else None  # trained, not tested
-    if model == "LoRA":  # a new adapter on the target; train_source_model draws the same users by the same seed
-        trained, encoder, result, _ = train_source_model(data, lora_backbone, lora_scorer, train_config, len(train),
-                                                         len(val), folder, command, progress=progress,
-                                                         reuse_under=Path(root).parent)
+    if model == "LoRA":  # a new adapter on the target; train_source_model draws the same training users by the same seed
+        trained, encoder, result, lora_record = train_source_model(
+            data, lora_backbone, lora_scorer, train_config, len(train), len(val), folder, command, progress=progress,
+            reuse_under=Path(root).parent, val=val)
+        assert name.endswith(lora_record["run_digest"]), (name, lora_record["run_digest"])  # what _point_setup defined
         per_user = evaluate_scorer(trained, encoder, test, bf16=result.bf16, progress=False) if score_test else None
     else:
         baseline = build_baseline(model, source_names, head_from) if model == "Pooler + Scorer" else None
