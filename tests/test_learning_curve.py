@@ -111,6 +111,8 @@ def test_the_xcross_variant_with_the_higher_kept_validation_score_is_chosen_at_e
     refs = {"A": per_user([0, 1, 0, 0], [0.2, 0.5, 0.2, 0.2])}
     table = curve_table([(frozen_100, test), (trained_100, weak), (frozen_300, weak), (trained_300, weak), (lora, test)], refs)
     marks = {(m, s): c for m, s, c in zip(table["model"], table["size"], table["chosen on validation"])}
+    undecided = curve_table([(frozen_100, test), (trained_100, weak), (trained_3000, test)], refs)
+    assert pd.isna(undecided.loc[undecided["size"] == 3000, "chosen on validation"]).all()  # neither chosen nor not
     assert marks[("X-Cross (head frozen)", 100)] is True and marks[("X-Cross", 100)] is False
     assert marks[("X-Cross", 300)] is True and marks[("X-Cross (head frozen)", 300)] is False
     assert pd.isna(marks[("LoRA", 300)]) and pd.isna(table.loc[table["model"] == "A", "chosen on validation"]).all()

@@ -340,12 +340,14 @@ def curve_table(points: list[tuple[dict, pd.DataFrame]], references: dict[str, p
     two-tailed paired t-test p-value against every reference row, per metric (`p <metric> vs <row>`,
     with the difference point - row in percent points beside it, and `mdd <metric> vs <row>`: the
     difference that test detects with 80 % power at alpha 0.05, given the pair's per-user spread).
-    On X-Cross rows `chosen on validation` says which variant chosen_on_validation keeps at the size."""
+    On X-Cross rows `chosen on validation` says which variant chosen_on_validation keeps at the size
+    (empty where it has not decided: a size without the other variant yet)."""
     rows = [{"model": name, "size": None, **summarize(frame).round(2).to_dict()} for name, frame in references.items()]
     chosen = chosen_on_validation([record for record, _ in points])
     for record, per_user in sorted(points, key=lambda p: (p[0]["model"], p[0]["size"])):
         row = {"model": record["model"], "size": record["size"], **summarize(per_user).round(2).to_dict(),
-               "chosen on validation": chosen.get(record["size"]) is record if record["model"] in XCROSS_VARIANTS else None}
+               "chosen on validation": (chosen[record["size"]] is record  # empty: not decided at this size yet
+                                        if record["model"] in XCROSS_VARIANTS and record["size"] in chosen else None)}
         for name, frame in references.items():
             for metric in metrics:
                 test = paired_ttest(per_user, frame, metric)
