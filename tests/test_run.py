@@ -324,6 +324,9 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     runs = pd.read_csv(limited_dir / "runs.csv")
     assert len(runs) == 2 * 2 * 2 and set(runs["model"]) == {"X-Cross", "LoRA"}
     assert (runs["length_mean"] > 0).all() and runs["n_users"].eq(8).all()
+    # each run's training time and kept step (validation), and no training copied from elsewhere here
+    assert (runs["train_wall_s"] > 0).all() and runs["kept_step"].between(0, 2).all()  # 2 epochs of one batch
+    assert runs["train_adopted_from"].isna().all()
     # X-Cross and the target LoRA of every size and subset keep their step on the same validation users
     definitions = [json.loads(p.read_text())["definition"] for p in (limited_dir / "runs").glob("*/run_definition.json")]
     assert len(definitions) == 8 and len({json.dumps(d["validation_users"]) for d in definitions}) == 1

@@ -112,7 +112,9 @@ def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcro
     all scored on the same test users. Subset k of size s is seeded by (seed, s, k) and is the same
     for every model. Each run's per-user results are saved under out/ as it finishes and reused, so
     an interrupted study resumes. Returns (per_user: model, size, subset, user, metrics;
-    runs: one row per run with its mean metrics, training prompt-length statistics and wall time).
+    runs: one row per run with its mean metrics, training prompt-length statistics, wall time (the
+    run's here; train_wall_s: its training's, which train_adopted_from names when it was copied from
+    a finished twin) and kept step).
     reuse_under: where finished runs of the same definition are looked for (claim_run_folder).
     ship: also copy each finished run's results (not its weights) and the study's definition to
     <outputs>/reference/limited_data/<out's name>-<study digest>/ as it finishes; a clone that lacks
@@ -129,7 +131,7 @@ def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcro
     from .metrics import summarize
     from .models.source import read_record
     from .paths import outputs_dir
-    from .provenance import RUN_DEFINITION, claim_run_folder, copy_files_atomic
+    from .provenance import RUN_DEFINITION, adopted_from, claim_run_folder, copy_files_atomic
     from .training import evaluate_scorer
 
     lora_backbone = lora_backbone or read_record(source_names[0])["backbone"]  # the sources' backbone
@@ -161,18 +163,22 @@ def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcro
             if model == "X-Cross":
                 run = run_xcross(data, source_names, xcross_config, xcross_train, train, val, test, out / "runs" / name,
                                  head_from, with_untrained=False, progress=False, reuse_under=reuse_under)
-                frame, encoder, trained = run.per_user, run.encoder, run.model
+                frame, encoder, trained, result, folder = run.per_user, run.encoder, run.model, run.result, run.out
             elif model == "LoRA":  # a new adapter on the target; train_source_model draws the same subset by this seed
                 scorer, encoder, result, _ = train_source_model(
                     data, lora_backbone, lora_scorer, replace(lora_train, seed=subset_seed), size, len(val),
                     out / "runs" / name, progress=False, reuse_under=reuse_under, val=val)
                 frame, trained = evaluate_scorer(scorer, encoder, test, bf16=result.bf16, progress=False), scorer
+                folder = out / "runs" / name
             else:
                 raise ValueError(f"unknown model {model!r}; known: X-Cross, LoRA")
             lengths = prompt_lengths(encoder, train)
             frame.to_parquet(path)
-            info.write_text(json.dumps({"wall_s": round(time.perf_counter() - started, 1), **prompt_length_stats(lengths),
-                                        **parameter_columns(parameter_counts(trained))}))
+            adopted = adopted_from(folder)  # training copied from a finished twin: wall_s is then mostly scoring
+            info.write_text(json.dumps({"wall_s": round(time.perf_counter() - started, 1),
+                                        "train_wall_s": round(result.wall_s, 1), "kept_step": result.best_step,
+                                        "train_adopted_from": adopted["folder"] if adopted else None,
+                                        **prompt_length_stats(lengths), **parameter_columns(parameter_counts(trained))}))
             if ship:
                 copy_files_atomic([out / RUN_DEFINITION, info, path], shipped)
         frame = pd.read_parquet(path)
