@@ -165,11 +165,11 @@ def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcro
                                  head_from, with_untrained=False, progress=False, reuse_under=reuse_under)
                 frame, encoder, trained, result, folder = run.per_user, run.encoder, run.model, run.result, run.out
             elif model == "LoRA":  # a new adapter on the target; train_source_model draws the same subset by this seed
+                folder = out / "runs" / name
                 scorer, encoder, result, _ = train_source_model(
                     data, lora_backbone, lora_scorer, replace(lora_train, seed=subset_seed), size, len(val),
-                    out / "runs" / name, progress=False, reuse_under=reuse_under, val=val)
+                    folder, progress=False, reuse_under=reuse_under, val=val)
                 frame, trained = evaluate_scorer(scorer, encoder, test, bf16=result.bf16, progress=False), scorer
-                folder = out / "runs" / name
             else:
                 raise ValueError(f"unknown model {model!r}; known: X-Cross, LoRA")
             lengths = prompt_lengths(encoder, train)
