@@ -178,3 +178,22 @@ def test_an_epoch_starts_only_when_it_would_end_within_a_quarter_past_the_budget
     assert not next_epoch_fits(470.0, 150.0, 480.0)  # 620 s: past the 10-minute bar, not started
     assert not next_epoch_fits(481.0, 1.0, 480.0)  # the budget is spent
     assert next_epoch_fits(100.0, 400.0, 480.0) and not next_epoch_fits(100.0, 600.0, 480.0, overrun=0.25)
+
+
+def test_an_earlier_search_table_keeps_only_its_missing_rows_and_only_on_the_same_data():
+    from xcross_lib.single_domain import with_earlier_search_rows
+
+    def table(folders, mrrs, commit):
+        return pd.DataFrame({"model": [f.split("-")[0] for f in folders], "folder": folders,
+                             "validation_mrr": mrrs, "overrides": "", "commit": commit})
+
+    now = table(["SASRec-a", "S3Rec-b"], [18.0, 17.0], "new").assign(**{"best for model (validation)": True})
+    earlier = table(["SASRec-a", "SASRec-c"], [18.0, 18.5], "old")
+    earlier["overrides"] = np.nan  # read back from a CSV
+    both = with_earlier_search_rows(now, earlier).set_index("folder")
+    assert both.index.tolist() == ["SASRec-a", "S3Rec-b", "SASRec-c"]
+    assert both["commit"].tolist() == ["new", "new", "old"] and both.loc["SASRec-c", "overrides"] == ""
+    assert both["best for model (validation)"].tolist() == [False, True, True]  # marked again over the union
+    other_data = table(["SASRec-x", "SASRec-y"], [30.0, 31.0], "old")  # no run in common: made on other data
+    assert with_earlier_search_rows(now, other_data).equals(now)
+    assert with_earlier_search_rows(now, None).equals(now)

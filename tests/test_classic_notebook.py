@@ -60,6 +60,13 @@ def test_notebook_12_writes_both_tables_with_every_row(tiny_data_dir, tmp_path, 
     assert not any(c.startswith(("hit@", "mrr", "ndcg", "test")) for c in search.columns)
     assert search["validation_mrr"].tolist() == [round(100 * json.loads(p.read_text())["validation_mrr"], 2) for p in
                                                  sorted((tmp_path / "out" / "classic" / "Tools").glob("*/summary.json"))]
+    # a setting that lost (made here from SASRec's folder): shipped as a search record, not as a run
+    import shutil
+
+    local = tmp_path / "out" / "classic" / "Tools"
+    lost = local / "SASRec-0123456789"
+    shutil.copytree(next(local.glob("SASRec-*")), lost)
+    (lost / "summary.json").write_text(json.dumps({**json.loads((lost / "summary.json").read_text()), "validation_mrr": 0.0}))
     # a clean clone has only the committed copies (no weights): a rerun rebuilds the same table from them
     run.run_notebook("12_classic", {**common, "target": "Tools", "models": "SASRec,S3Rec", "max_epochs": 2,
                                     "pretrain_budget_s": 0, "write_reference": True}, profile="smoke",
@@ -67,11 +74,16 @@ def test_notebook_12_writes_both_tables_with_every_row(tiny_data_dir, tmp_path, 
     shipped = tmp_path / "out" / "reference" / "classic" / "Tools"
     assert sorted(p.name for p in shipped.iterdir()) == sorted(p.name for p in (tmp_path / "out" / "classic" / "Tools").iterdir())
     assert not list(shipped.glob("*/model.pt"))
+    assert sorted(p.name for p in (shipped / lost.name).iterdir()) == ["run_definition.json", "summary.json"]
     committed = pd.read_csv(tmp_path / "out" / "reference" / "classic_tools.csv")
-    import shutil
-
+    assert lost.name not in committed["model_files"].str.cat()
+    searched = tmp_path / "out" / "reference" / "search_classic_tools.csv"
+    assert sorted(pd.read_csv(searched)["folder"]) == sorted(p.name for p in local.iterdir())
+    # a row of a run kept nowhere (trained on another machine): kept, with its own stamp
+    elsewhere = pd.read_csv(searched).iloc[[0]].assign(model="SASRec", folder="SASRec-elsewhere", validation_mrr=99.0, commit="abc")
+    pd.concat([pd.read_csv(searched), elsewhere]).to_csv(searched, index=False)
     shutil.rmtree(tmp_path / "out" / "classic")
-    sasrec = next(shipped.glob("SASRec-*"))
+    sasrec = next(p for p in shipped.glob("SASRec-*") if p.name != lost.name)
     definition = json.loads((sasrec / "run_definition.json").read_text())
     (sasrec / "run_definition.json").write_text(json.dumps({**definition, "definition": {**definition["definition"], "recbole": "0.0"}}))
     run.run_notebook("12_classic", {**common, "target": "Tools", "models": "SASRec,S3Rec", "max_epochs": 2,
@@ -79,6 +91,12 @@ def test_notebook_12_writes_both_tables_with_every_row(tiny_data_dir, tmp_path, 
                      output=tmp_path / "12d.ipynb", progress=False)
     retrained = {p.parent.name for p in (tmp_path / "out" / "classic" / "Tools").glob("*/model.pt")}
     assert retrained == {sasrec.name}  # another definition's copy is trained again; S3Rec's own copy reused
+    search = pd.read_csv(searched).set_index("folder")  # every setting tried, here, shipped, or earlier only
+    assert set(search.index) == {p.name for p in shipped.iterdir()} | {"SASRec-elsewhere"}
+    assert len(search) == 4 and lost.name in search.index
+    assert search.loc["SASRec-elsewhere", "commit"] == "abc" and search.loc[lost.name, "commit"] != "abc"
+    best = search[search["best for model (validation)"]]
+    assert set(best.index) == {"SASRec-elsewhere", next(p.name for p in shipped.glob("S3Rec-*"))}
     again = pd.read_csv(tmp_path / "out" / "reference" / "classic_tools.csv").set_index("model")
     s3rec = committed.set_index("model").loc["S3Rec"]
     assert again.loc["S3Rec", ["mrr", "hit@1", "model_files", "model_sha256", "train_s"]].tolist() == \

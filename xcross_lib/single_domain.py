@@ -327,6 +327,32 @@ def ship_classic(results: dict, output_dir=None) -> dict[str, str]:
     return shipped
 
 
+def ship_search_records(data: DomainData, output_dir=None) -> list[str]:
+    """Copy the definition and summary (settings, validation MRR; no test figure, no weights) of every
+    finished classic run of this domain on these data to <outputs>/reference/classic/<domain>/<folder>/,
+    so that a clean clone's classic_search still sees the settings that lost. A folder holding only
+    these two files is a search record: it is never reused as a finished run (that needs the
+    per-user rows). Returns the folders newly shipped."""
+    import shutil
+
+    shipped = []
+    for path in sorted((outputs_dir(output_dir) / "classic" / data.domain.name).glob("*/summary.json")):
+        definition = json.loads((path.parent / RUN_DEFINITION).read_text())["definition"]
+        dest = outputs_dir(output_dir) / "reference" / "classic" / data.domain.name / path.parent.name
+        if not _same_classic_data(definition, data) or (dest / "summary.json").is_file():
+            continue
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in (RUN_DEFINITION, "summary.json"):
+            shutil.copy2(path.parent / name, dest / name)
+        shipped.append(shown_path(dest))
+    return shipped
+
+
+def _same_classic_data(definition: dict, data: DomainData) -> bool:
+    return (definition["data_fingerprint"] == data.domain.fingerprint
+            and definition["protocol"]["candidates_sha256"] == data.protocol.info.get("candidates_sha256"))
+
+
 def classic_search(data: DomainData, output_dir=None) -> pd.DataFrame:
     """Every classic model run of this domain on these data and candidates (here or shipped): its
     settings and validation MRR only (no test figure), the best per model marked. The record of the
@@ -337,9 +363,7 @@ def classic_search(data: DomainData, output_dir=None) -> pd.DataFrame:
     for root in roots:
         for path in sorted(root.glob(f"{data.domain.name}/*/summary.json")):
             definition = json.loads((path.parent / RUN_DEFINITION).read_text())["definition"]
-            same_data = (definition["data_fingerprint"] == data.domain.fingerprint
-                         and definition["protocol"]["candidates_sha256"] == data.protocol.info.get("candidates_sha256"))
-            if path.parent.name in seen or not same_data:
+            if path.parent.name in seen or not _same_classic_data(definition, data):
                 continue
             seen.add(path.parent.name)
             summary, config = json.loads(path.read_text()), definition["config"]
@@ -351,9 +375,27 @@ def classic_search(data: DomainData, output_dir=None) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if len(table):
         table["overrides"] = table["overrides"].map(lambda o: json.dumps(o, sort_keys=True) if o else "")
+    return _mark_best(table)
+
+
+def _mark_best(table: pd.DataFrame) -> pd.DataFrame:
+    if len(table):
         best = table.groupby("model")["validation_mrr"].transform("max")
         table["best for model (validation)"] = table["validation_mrr"].eq(best)
     return table
+
+
+def with_earlier_search_rows(search: pd.DataFrame, earlier: pd.DataFrame | None) -> pd.DataFrame:
+    """`search` (classic_search, stamped) and the rows of the earlier committed search table whose
+    run folder it lacks (a run trained on another machine and never shipped), each with its own
+    stamp: rebuilding the table on a clean clone does not drop the settings that lost. The earlier
+    rows are kept only when the two tables share a folder: classic_search keeps one data fingerprint
+    per table, so a shared run says that the earlier table was made on these data; otherwise they
+    are dropped (other data). The best per model is marked again over the union."""
+    if earlier is None or not len(earlier) or not len(search) or not set(earlier["folder"]) & set(search["folder"]):
+        return search
+    kept = earlier[~earlier["folder"].isin(search["folder"])].fillna({"overrides": ""})  # a CSV reads "" as NaN
+    return _mark_best(pd.concat([search, kept], ignore_index=True))
 
 
 def curves_frame(results: dict) -> pd.DataFrame:
