@@ -394,7 +394,8 @@ def with_earlier_search_rows(search: pd.DataFrame, earlier: pd.DataFrame | None)
     are dropped (other data). The best per model is marked again over the union."""
     if earlier is None or not len(earlier) or not len(search) or not set(earlier["folder"]) & set(search["folder"]):
         return search
-    kept = earlier[~earlier["folder"].isin(search["folder"])].fillna({"overrides": ""})  # a CSV reads "" as NaN
+    kept = earlier[~earlier["folder"].isin(search["folder"])].copy()
+    kept["overrides"] = kept["overrides"].astype(object).where(kept["overrides"].notna(), "")  # a CSV reads "" as NaN
     return _mark_best(pd.concat([search, kept], ignore_index=True))
 
 
