@@ -31,7 +31,7 @@ from .models.source import load_source, source_dir
 from .paths import REPO_ROOT, outputs_dir, shown_path
 from .data.protocol import file_sha256
 from .errors import DataError
-from .provenance import RUN_DEFINITION, as_stored, claim_run_folder, definition_digest, now_utc, write_json_atomic
+from .provenance import RUN_DEFINITION, as_stored, claim_run_folder, copy_files_atomic, definition_digest, now_utc, write_json_atomic
 from .training.classic import SELECTION, ClassicConfig, sampled_per_user, train_classic
 from .training.evaluate import evaluate_scorer, two_tower_full_scores, two_towers
 from .training.trainer import bf16_available
@@ -333,17 +333,13 @@ def ship_search_records(data: DomainData, output_dir=None) -> list[str]:
     so that a clean clone's classic_search still sees the settings that lost. A folder holding only
     these two files is a search record: it is never reused as a finished run (that needs the
     per-user rows). Returns the folders newly shipped."""
-    import shutil
-
     shipped = []
     for path in sorted((outputs_dir(output_dir) / "classic" / data.domain.name).glob("*/summary.json")):
         definition = json.loads((path.parent / RUN_DEFINITION).read_text())["definition"]
         dest = outputs_dir(output_dir) / "reference" / "classic" / data.domain.name / path.parent.name
         if not _same_classic_data(definition, data) or (dest / "summary.json").is_file():
             continue
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in (RUN_DEFINITION, "summary.json"):
-            shutil.copy2(path.parent / name, dest / name)
+        copy_files_atomic([path.parent / RUN_DEFINITION, path], dest)  # the summary last: it marks a record
         shipped.append(shown_path(dest))
     return shipped
 
