@@ -350,7 +350,11 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     assert again.equals(runs)  # every run's metrics, prompt lengths, parameters and wall time, as shipped
     run.run_notebook("09_convergence", {"model": None}, output=tmp_path / "09.ipynb", progress=False)
     ols = pd.read_csv(tmp_path / "out" / "convergence_ols.csv", index_col=0)
-    assert list(ols.index) == ["Intercept", "C(model)[T.X-Cross]", "length_mean", "length_std"] and ols["n_runs"].eq(8).all()
+    # the two sizes are held fixed by default (one study read: no term for it)
+    assert list(ols.index) == ["Intercept", "C(model)[T.X-Cross]", "C(size)[T.6]", "length_mean", "length_std"]
+    assert ols["n_runs"].eq(8).all()
+    with pytest.raises(ParameterError, match="fixed_effects = \\['sizes'\\]"):
+        run.run_notebook("09_convergence", {"fixed_effects": ["sizes"]}, output=tmp_path / "09-typo.ipynb", progress=False)
     report = nbformat.read(run.run_notebook("10_report", {}, output=tmp_path / "10.ipynb", progress=False), as_version=4)
     shown = json.dumps([o for c in report.cells for o in c.get("outputs", [])])
     # every section has results: this run's, and the repository's shipped ones (the learning curve)

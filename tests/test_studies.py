@@ -106,3 +106,24 @@ def test_convergence_ols_with_the_model_as_a_fixed_effect_equals_statsmodels_on_
     assert fit.rsquared == pytest.approx(direct.rsquared) and 2 < fit.params["C(model)[T.X-Cross]"] < 4
     with pytest.raises(KeyError, match="seed"):
         convergence_ols(runs, fixed_effects=("seed",))
+
+
+def test_convergence_ols_with_size_held_fixed_is_the_within_size_slope():
+    # accuracy depends on training size only, and the subsets' prompt lengths happen to fall with
+    # size: the plain regression credits length with size's effect, the fixed effect does not
+    rng = np.random.default_rng(2)
+    size = np.repeat([500, 1000, 2000, 3000], 5)
+    runs = pd.DataFrame({"size": size, "length_mean": 80 - size / 500 + rng.normal(0, 0.3, 20),
+                         "length_std": rng.uniform(15, 25, 20)})
+    runs["mrr"] = 18 + size / 1000 + rng.normal(0, 0.1, 20)
+    plain = convergence_ols(runs, "mrr")
+    assert plain.pvalues["length_mean"] < 0.001 and plain.params["length_mean"] < -0.3
+    held = convergence_ols(runs, "mrr", fixed_effects=("size",))
+    # Frisch-Waugh-Lovell by hand: demean every variable within its size, then least squares
+    within = runs.groupby("size")[["length_mean", "length_std", "mrr"]].transform(lambda c: c - c.mean())
+    beta, *_ = np.linalg.lstsq(within[["length_mean", "length_std"]].to_numpy(), within["mrr"].to_numpy(), rcond=None)
+    assert np.allclose(held.params[["length_mean", "length_std"]].to_numpy(), beta)
+    assert held.pvalues["length_mean"] > 0.05
+    # a column with one level adds no term (one study read): the same fit
+    same = convergence_ols(runs.assign(study="tools"), "mrr", fixed_effects=("size", "study"))
+    assert np.allclose(same.params.to_numpy(), held.params.to_numpy())

@@ -158,6 +158,8 @@ def _rules(data_dir=None) -> dict[str, Callable]:
         "sources": domains(("all", "auto"), data_dir),
         "model": one_of(*MODELS),
         "09_convergence:model": lambda value: None if value is None or isinstance(value, str) else "a model name or null",
+        "09_convergence:fixed_effects": lambda value: None if isinstance(value, (list, tuple)) and all(
+            v in ("size", "study", "target") for v in value) else "a list (may be empty) of some of 'size', 'study', 'target'",
         "models": subset_of("X-Cross", "LoRA"),
         "12_classic:models": subset_of(*CLASSIC_MODELS, comma=True),
         "12_classic:source": domains(("auto", "none"), data_dir),

@@ -72,8 +72,10 @@ def table3(per_user: pd.DataFrame, reference: float, model: str = "X-Cross", bas
 def convergence_ols(runs: pd.DataFrame, accuracy: str = "hit@1",
                     predictors: tuple[str, ...] = ("length_mean", "length_std"), fixed_effects: tuple[str, ...] = ()):
     """Section 4.6: OLS of each run's accuracy on the mean and standard deviation of its training
-    prompts' lengths (tokens), with optional categorical fixed effects (e.g. ("model",) when runs of
-    several models are pooled). Returns the fitted statsmodels results (summary(), rsquared, params,
+    prompts' lengths (tokens), with optional categorical fixed effects: ("size",) when runs of several
+    training sizes are read (accuracy grows with size; lengths that shift with size would take its
+    effect), ("model",) when runs of several models are pooled; a column with one level adds no term.
+    Returns the fitted statsmodels results (summary(), rsquared, params,
     conf_int(), pvalues)."""
     import statsmodels.formula.api as smf
 
