@@ -10,6 +10,7 @@ import pytest
 from xcross_lib import run
 from xcross_lib.errors import ParameterError
 from xcross_lib.paths import NOTEBOOKS_DIR, PARAMS_DIR
+from xcross_lib.studies import shipped_per_user
 
 
 @pytest.mark.unit
@@ -341,6 +342,12 @@ def test_source_and_zero_shot_notebooks_on_made_data(tiny_data_dir, tmp_path, mo
     # each run shipped as it finished: a clone without the study's folder takes them and trains nothing
     (shipped_study,) = (tmp_path / "out" / "reference" / "limited_data").glob(f"{limited_dir.name}-*")
     assert len(list(shipped_study.glob("*.parquet"))) == 8 and not (shipped_study / "runs").exists()
+    # read back for a study still running: each run's users and mean as its run table says
+    shipped = shipped_per_user(shipped_study).groupby(["model", "size", "subset"])
+    assert shipped.size().eq(8).all() and len(shipped) == 8
+    means = (100 * shipped["mrr"].mean()).round(3).rename("mrr").reset_index()
+    assert means.merge(runs, on=["model", "size", "subset"], suffixes=("", " (runs.csv)")).pipe(
+        lambda m: ((m["mrr"] - m["mrr (runs.csv)"]).abs() < 1e-3).sum()) == 8
     shutil.rmtree(limited_dir)
     run.run_notebook("07_limited_data", {**limited_params, "sizes": [4, 6], "n_subsets": 2, "top_k_layers": 1, "epochs": 2,
                                          "write_reference": True}, profile="smoke", output=tmp_path / "07-b.ipynb",

@@ -64,12 +64,12 @@ def boolean(value):
         return "true or false"
 
 
-def subset_of(*choices, comma: bool = False) -> Callable:
-    """Some of `choices`: a list, one name, or (comma) a comma-separated string of names."""
+def subset_of(*choices, comma: bool = False, empty: bool = False) -> Callable:
+    """Some of `choices`: a list (empty too where `empty`), one name, or (comma) a comma-separated string of names."""
     def check(value):
         items = ([v.strip() for v in value.split(",")] if comma else [value]) if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not items or any(v not in choices for v in items):
-            return "a list of some of " + ", ".join(repr(c) for c in choices)
+        if not isinstance(items, (list, tuple)) or not (items or empty) or any(v not in choices for v in items):
+            return "a list" + (" (may be empty)" if empty else "") + " of some of " + ", ".join(repr(c) for c in choices)
     return check
 
 
@@ -158,8 +158,7 @@ def _rules(data_dir=None) -> dict[str, Callable]:
         "sources": domains(("all", "auto"), data_dir),
         "model": one_of(*MODELS),
         "09_convergence:model": lambda value: None if value is None or isinstance(value, str) else "a model name or null",
-        "09_convergence:fixed_effects": lambda value: None if isinstance(value, (list, tuple)) and all(
-            v in ("size", "study", "target") for v in value) else "a list (may be empty) of some of 'size', 'study', 'target'",
+        "09_convergence:fixed_effects": subset_of("size", "study", "target", empty=True),
         "models": subset_of("X-Cross", "LoRA"),
         "12_classic:models": subset_of(*CLASSIC_MODELS, comma=True),
         "12_classic:source": domains(("auto", "none"), data_dir),

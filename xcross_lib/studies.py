@@ -105,6 +105,21 @@ def prompt_lengths(encoder, frame: pd.DataFrame) -> np.ndarray:
     return np.array([encoder.prompt_length(h, t) for h, t in zip(frame["history"], frame["target"])])
 
 
+def shipped_per_user(folder) -> pd.DataFrame:
+    """The per-user results of a limited-data study's finished runs, read from the files that
+    `limited_data_runs` writes (<model>-size<s>-subset<k>.parquet, in the study's folder or its
+    shipped copy): model, size, subset, user, metrics. For `table3` over a study still running."""
+    from pathlib import Path
+
+    frames = [pd.read_parquet(path).assign(model=path.stem.rsplit("-", 2)[0].replace("_", " "),
+                                           size=int(path.stem.rsplit("-", 2)[1].removeprefix("size")),
+                                           subset=int(path.stem.rsplit("-", 2)[2].removeprefix("subset")))
+              for path in sorted(Path(folder).glob("*-size*-subset*.parquet"))]
+    if not frames:
+        raise FileNotFoundError(f"no finished limited-data runs (<model>-size<s>-subset<k>.parquet) in {folder}")
+    return pd.concat(frames, ignore_index=True)
+
+
 def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcross_config, xcross_train,
                       lora_scorer, lora_train, val: pd.DataFrame, test: pd.DataFrame, out, seed: int = 0,
                       models: tuple[str, ...] = ("X-Cross", "LoRA"), head_from: int = 0,
