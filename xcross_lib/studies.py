@@ -6,6 +6,8 @@ Plain functions over DataFrames, so that a notebook passes its results in and sh
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -109,12 +111,10 @@ def shipped_per_user(folder) -> pd.DataFrame:
     """The per-user results of a limited-data study's finished runs, read from the files that
     `limited_data_runs` writes (<model>-size<s>-subset<k>.parquet, in the study's folder or its
     shipped copy): model, size, subset, user, metrics. For `table3` over a study still running."""
-    from pathlib import Path
-
-    frames = [pd.read_parquet(path).assign(model=path.stem.rsplit("-", 2)[0].replace("_", " "),
-                                           size=int(path.stem.rsplit("-", 2)[1].removeprefix("size")),
-                                           subset=int(path.stem.rsplit("-", 2)[2].removeprefix("subset")))
-              for path in sorted(Path(folder).glob("*-size*-subset*.parquet"))]
+    frames = []
+    for path in sorted(Path(folder).glob("*-size*-subset*.parquet")):
+        model, size, subset = re.fullmatch(r"(.+)-size(\d+)-subset(\d+)", path.stem).groups()
+        frames.append(pd.read_parquet(path).assign(model=model.replace("_", " "), size=int(size), subset=int(subset)))
     if not frames:
         raise FileNotFoundError(f"no finished limited-data runs (<model>-size<s>-subset<k>.parquet) in {folder}")
     return pd.concat(frames, ignore_index=True)
@@ -139,7 +139,6 @@ def limited_data_runs(data, source_names: list[str], sizes, n_subsets: int, xcro
     many CPU hours, goes on across sessions."""
     import time
     from dataclasses import replace
-    from pathlib import Path
 
     from tqdm.auto import tqdm
 
