@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from xcross_lib.studies import convergence_ols, size_summary, table3
+from xcross_lib.studies import convergence_ols, shipped_per_user, size_summary, table3
 
 pytestmark = pytest.mark.unit
 
@@ -60,6 +60,18 @@ def test_table3_when_a_model_never_reaches_the_reference():
     _, answer = table3(made_results(rates), reference=50.0)
     assert answer["smallest_size_beating_reference"] == {"X-Cross": None, "LoRA": None}
     assert answer["saving_percent"] is None
+
+
+def test_shipped_runs_are_read_by_name_and_a_stray_file_is_an_error(tmp_path):
+    made_results({("X-Cross", 50): 0.5}, n_users=4, subsets=1).drop(columns=["model", "size", "subset"]).to_parquet(
+        tmp_path / "X-Cross-size50-subset3.parquet")
+    read = shipped_per_user(tmp_path)
+    assert set(zip(read["model"], read["size"], read["subset"])) == {("X-Cross", 50, 3)} and read["hit@1"].sum() == 2
+    read.head(1).to_parquet(tmp_path / "LoRA-size3k-subset0.parquet")
+    with pytest.raises(ValueError, match="LoRA-size3k-subset0.parquet is not a limited-data run's results"):
+        shipped_per_user(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no finished limited-data runs"):
+        shipped_per_user(tmp_path / "empty")
 
 
 def test_size_summary_spreads_over_subsets():

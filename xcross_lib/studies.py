@@ -113,7 +113,11 @@ def shipped_per_user(folder) -> pd.DataFrame:
     shipped copy): model, size, subset, user, metrics. For `table3` over a study still running."""
     frames = []
     for path in sorted(Path(folder).glob("*-size*-subset*.parquet")):
-        model, size, subset = re.fullmatch(r"(.+)-size(\d+)-subset(\d+)", path.stem).groups()
+        name = re.fullmatch(r"(.+)-size(\d+)-subset(\d+)", path.stem)
+        if name is None:  # e.g. size3k: a stray file, not a run of this study
+            raise ValueError(f"{path} is not a limited-data run's results (<model>-size<s>-subset<k>.parquet, "
+                             "s and k whole numbers); move it out of the study's folder")
+        model, size, subset = name.groups()
         frames.append(pd.read_parquet(path).assign(model=model.replace("_", " "), size=int(size), subset=int(subset)))
     if not frames:
         raise FileNotFoundError(f"no finished limited-data runs (<model>-size<s>-subset<k>.parquet) in {folder}")
