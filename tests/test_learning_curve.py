@@ -173,7 +173,7 @@ def test_finished_points_count_a_point_once_and_only_on_the_same_test_users(tmp_
 
 def test_validation_curves_mark_the_kept_step():
     losses, validations = validation_curves([(record("LoRA", 100), None), (record("X-Cross", 300, kept_step=0), None)])
-    assert len(losses) == 4 and set(losses.columns) == {"model", "size", "step", "loss"}
+    assert len(losses) == 4 and set(losses.columns) == {"model", "size", "point", "search", "step", "loss"}
     kept = validations[validations["kept"]]
     assert sorted(zip(kept["model"], kept["step"])) == [("LoRA", 2), ("X-Cross", 0)]
 
@@ -198,6 +198,29 @@ def test_learning_curve_plot_has_a_panel_per_metric_with_the_kept_state_starred(
             assert list(star[0].get_ydata()) == list(expected)
     assert "Hit@1" in axes[0][2].get_title() and "MRR" in axes[0][1].get_title()
     assert plot_learning_curves(losses, validations, "mrr").shape == (2, 2)  # one metric by name
+    plt.close("all")
+
+
+def test_two_points_at_one_size_stay_two_curves_and_only_the_final_one_is_starred():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xcross_lib.plots import plot_learning_curves
+
+    final = record("X-Cross", 1000, folder="X-Cross-n1000-a", test_scored=True)
+    search = record("X-Cross", 1000, folder="X-Cross-n1000-b", test_scored=False, kept_step=0,
+                    curve=[{"step": 1, "loss": 3.1}, {"step": 2, "loss": 3.0}, {"step": 3, "loss": 2.9}])
+    losses, validations = validation_curves([(final, None), (search, None)])
+    assert sorted(set(zip(validations["point"], validations["search"]))) == [("X-Cross-n1000-a", False), ("X-Cross-n1000-b", True)]
+    axes = plot_learning_curves(losses, validations, "mrr")
+    loss_lines = [line for line in axes[0][0].get_lines() if line.get_label() != "ln 30"]
+    assert sorted(len(line.get_xdata()) for line in loss_lines) == [2, 3]  # one line a point, not one joined line
+    assert [line.get_linestyle() for line in loss_lines] == ["-", ":"]
+    star = [line for line in axes[0][1].get_lines() if line.get_marker() == "*"]
+    assert len(star) == 1 and list(star[0].get_xdata()) == [2]  # the final point's kept step; the search's is not starred
+    assert [t.get_text() for t in axes[0][1].get_legend().get_texts()] == ["1000 users", "1000 users (search)"]
     plt.close("all")
 
 

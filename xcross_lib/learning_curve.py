@@ -406,11 +406,15 @@ def search_table(root: Path, output_dir=None) -> pd.DataFrame:
 
 
 def validation_curves(points: list[tuple[dict, pd.DataFrame]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Long frames of every point's training loss (model, size, step, loss) and validation points
-    (model, size, step, hit@1, mrr, kept), for plotting the curves side by side."""
+    """Long frames of every point's training loss (model, size, point, search, step, loss) and
+    validation points (the same keys, then step, hit@1, mrr, kept), for plotting the curves side by
+    side. `point` names the run (its folder), so that two runs at one size, such as the points of a
+    validation-only search (`search`: trained with `score_test false`), stay two curves."""
     losses, validations = [], []
     for record, _ in points:
-        keys = {"model": record["model"], "size": record["size"]}
+        keys = {"model": record["model"], "size": record["size"],
+                "point": record.get("folder", f"{record['model']}-n{record['size']}"),
+                "search": record.get("test_scored") is False}
         losses += [{**keys, "step": c["step"], "loss": c["loss"]} for c in record["curve"]]
         validations += [{**keys, "step": v["step"], "hit@1": v["hit@1"], "mrr": v["mrr"],
                          "kept": v["step"] == record["kept_step"]} for v in record["validation"]]

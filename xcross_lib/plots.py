@@ -119,29 +119,38 @@ def plot_curve_points(table: pd.DataFrame, metric: str = "mrr", references: Sequ
 def plot_learning_curves(losses: pd.DataFrame, validations: pd.DataFrame, metrics: str | Sequence[str] = ("mrr", "hit@1"),
                          n_candidates: int = 30):
     """Training loss and validation metrics over optimizer steps for every point of a learning
-    curve: one row per model (the loss, then one panel per metric), one line per size, the kept
-    states starred. Returns the axes, shape (models, 1 + metrics)."""
+    curve: one row per model (the loss, then one panel per metric), one colour per size and one line
+    per point (the frames of `learning_curve.validation_curves`), the kept states of the final
+    points starred; the points of a validation-only search dotted, unstarred. Returns the axes,
+    shape (models, 1 + metrics)."""
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     models = sorted(validations["model"].unique()) if len(validations) else []
     n_rows, n_cols = max(1, len(models)), 1 + len(metrics)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.5 * n_cols, 3.4 * n_rows), squeeze=False)
     for row, model in zip(axes, models):
-        for k, (size, group) in enumerate(validations[validations["model"] == model].groupby("size")):
-            loss = losses[(losses["model"] == model) & (losses["size"] == size)]
+        rows = validations[validations["model"] == model]
+        colour = {size: f"C{k}" for k, size in enumerate(sorted(rows["size"].unique()))}
+        for (size, point), group in rows.groupby(["size", "point"], sort=True):
+            search = bool(group["search"].iloc[0])
+            style = {"c": colour[size], "ls": ":" if search else "-", "lw": 1 if search else 1.5,
+                     "label": f"{size} users" + (" (search)" if search else "")}
+            loss = losses[(losses["model"] == model) & (losses["point"] == point)]
             if len(loss):
                 window = max(1, len(loss) // 10)
-                row[0].plot(loss["step"], loss["loss"].rolling(window, min_periods=1).mean(), c=f"C{k}", label=f"{size} users")
+                row[0].plot(loss["step"], loss["loss"].rolling(window, min_periods=1).mean(), **style)
             kept = group[group["kept"]]
             for ax, metric in zip(row[1:], metrics):
-                ax.plot(group["step"], group[metric], marker="o", ms=3, c=f"C{k}", label=f"{size} users")
-                ax.plot(kept["step"], kept[metric], marker="*", ms=12, c=f"C{k}", ls="")
+                ax.plot(group["step"], group[metric], marker="o", ms=2 if search else 3, **style)
+                if not search:
+                    ax.plot(kept["step"], kept[metric], marker="*", ms=12, c=colour[size], ls="")
         row[0].axhline(np.log(n_candidates), ls="--", c="gray", lw=1, label=f"ln {n_candidates}")
         row[0].set(title=f"{model}: training loss (rolling mean)", xlabel="optimizer step", ylabel="cross-entropy")
         for ax, metric in zip(row[1:], metrics):
             label = "Hit@1" if metric == "hit@1" else metric.upper()
             ax.set(title=f"{model}: validation {label} (kept starred)", xlabel="optimizer step", ylabel=f"{label} (%)")
         for ax in row:
-            ax.legend(fontsize=8)
+            by_label = dict(zip(*reversed(ax.get_legend_handles_labels())))  # a search's points: one entry
+            ax.legend(by_label.values(), by_label.keys(), fontsize=8)
     fig.tight_layout()
     return axes
 
