@@ -413,7 +413,7 @@ def validation_curves(points: list[tuple[dict, pd.DataFrame]]) -> tuple[pd.DataF
     losses, validations = [], []
     for record, _ in points:
         keys = {"model": record["model"], "size": record["size"],
-                "point": record.get("folder", f"{record['model']}-n{record['size']}"),
+                "point": record.get("folder", point_name(record["model"], record["size"])),
                 "search": record.get("test_scored") is False}
         losses += [{**keys, "step": c["step"], "loss": c["loss"]} for c in record["curve"]]
         validations += [{**keys, "step": v["step"], "hit@1": v["hit@1"], "mrr": v["mrr"],
